@@ -1,0 +1,56 @@
+//! Field types shared by several resources.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A reference to another object of a known kind in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalRef {
+    /// Name of the object, in this object's namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+}
+
+/// A key in a Secret in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    /// Name of the Secret, in this object's namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Key in the Secret's data. Default: `client_secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: Option<String>,
+}
+
+impl SecretKeyRef {
+    /// The key to read, with its default.
+    pub fn key_or_default(&self) -> &str {
+        self.key.as_deref().unwrap_or(crate::secret::CLIENT_SECRET_KEY)
+    }
+}
+
+/// A client-secret verifier the operator publishes in status, so that token servers can check
+/// secrets without reading any Secret (least privilege). See [`crate::secret`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedVerifier {
+    /// `hmac-sha256:` followed by the unpadded base64url keyed hash of the secret.
+    pub verifier: String,
+    /// RFC 3339 time after which this verifier no longer authenticates (the end of a rotation's
+    /// grace period). Absent for the current secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+}
+
+/// What every resource's status carries: the generation it describes and standard conditions.
+pub trait HasConditions {
+    /// The status conditions, if a status is present.
+    fn conditions(&self) -> &[Condition];
+}
+
+/// The `Ready` condition type used on every resource.
+pub const READY: &str = "Ready";
