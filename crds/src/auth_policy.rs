@@ -83,7 +83,10 @@ fn default_grant_types() -> Vec<GrantType> {
 }
 
 fn default_auth_methods() -> Vec<ClientAuthMethod> {
-    vec![ClientAuthMethod::ClientSecretBasic, ClientAuthMethod::ClientSecretPost]
+    vec![
+        ClientAuthMethod::ClientSecretBasic,
+        ClientAuthMethod::ClientSecretPost,
+    ]
 }
 
 /// Access token format.
@@ -110,7 +113,9 @@ pub enum Management {
 }
 
 /// An OAuth2 grant type.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantType {
     /// RFC 6749 §4.4.
@@ -133,7 +138,20 @@ impl GrantType {
 }
 
 /// JWS signing algorithm.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    JsonSchema,
+)]
 pub enum SigningAlgorithm {
     /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys.
     #[default]
@@ -156,7 +174,9 @@ impl SigningAlgorithm {
 }
 
 /// Client authentication method (RFC 8414 / RFC 8705 registry names).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuthMethod {
     /// HTTP Basic with form-encoded id and secret (RFC 6749 §2.3.1).
@@ -188,7 +208,10 @@ pub struct AccessTokenSettings {
     /// Lifetime, e.g. `15m`, `1h`, `1h30m` (hours, minutes, seconds). Default: `1h`.
     /// Not allowed with `immortal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 32), regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
+    #[schemars(
+        length(min = 2, max = 32),
+        regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$")
+    )]
     pub ttl: Option<String>,
     /// Tokens never expire (no `exp` claim; the gateway product's "Token Should Be Immortal").
     /// Such tokens outlive key rotation only while their key stays published. Default: false.
@@ -205,7 +228,10 @@ pub struct RefreshSettings {
     pub enabled: bool,
     /// How long a refresh token can be used, longer than the access token's ttl. Default: `24h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 32), regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
+    #[schemars(
+        length(min = 2, max = 32),
+        regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$")
+    )]
     pub ttl: Option<String>,
     /// Each refresh returns a new refresh token; the presented one is then spent. Default: true.
     #[serde(default = "default_true")]
@@ -224,7 +250,12 @@ fn default_true() -> bool {
 // defaults), which is also what the schema's `default` tells the API server.
 impl Default for RefreshSettings {
     fn default() -> Self {
-        Self { enabled: false, ttl: None, rotate: true, max_refreshes: None }
+        Self {
+            enabled: false,
+            ttl: None,
+            rotate: true,
+            max_refreshes: None,
+        }
     }
 }
 
@@ -288,23 +319,38 @@ pub struct TokenManagement {
 pub struct ResponseFieldNames {
     /// Name of the `access_token` field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.-]*$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+    )]
     pub access_token: Option<String>,
     /// Name of the `token_type` field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.-]*$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+    )]
     pub token_type: Option<String>,
     /// Name of the `expires_in` field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.-]*$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+    )]
     pub expires_in: Option<String>,
     /// Name of the `refresh_token` field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.-]*$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+    )]
     pub refresh_token: Option<String>,
     /// Name of the `scope` field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.-]*$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+    )]
     pub scope: Option<String>,
 }
 

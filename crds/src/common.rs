@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalRef {
     /// Name of the object, in this object's namespace.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     pub name: String,
 }
 
@@ -18,7 +21,10 @@ pub struct LocalRef {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeyRef {
     /// Name of the Secret, in this object's namespace.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Key in the Secret's data. Default: `client_secret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -29,7 +35,9 @@ pub struct SecretKeyRef {
 impl SecretKeyRef {
     /// The key to read, with its default.
     pub fn key_or_default(&self) -> &str {
-        self.key.as_deref().unwrap_or(crate::secret::CLIENT_SECRET_KEY)
+        self.key
+            .as_deref()
+            .unwrap_or(crate::secret::CLIENT_SECRET_KEY)
     }
 }
 

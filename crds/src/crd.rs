@@ -29,7 +29,11 @@ pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::s
 /// types deny unknown fields (for manifests read from files), the API server prunes them.
 fn finish(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     for version in &mut crd.spec.versions {
-        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
             strip_closed_objects(schema);
         }
     }
@@ -41,7 +45,10 @@ fn strip_closed_objects(
 ) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrBool;
     if schema.properties.is_some()
-        && matches!(schema.additional_properties, Some(JSONSchemaPropsOrBool::Bool(false)))
+        && matches!(
+            schema.additional_properties,
+            Some(JSONSchemaPropsOrBool::Bool(false))
+        )
     {
         schema.additional_properties = None;
     }

@@ -86,11 +86,17 @@ pub struct SecretRotation {
     /// Rotate every interval, e.g. `720h`. Absent: only on demand (annotation
     /// `tessera.dev/rotate-secret`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 32), regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
+    #[schemars(
+        length(min = 2, max = 32),
+        regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$")
+    )]
     pub interval: Option<String>,
     /// How long the previous secret keeps working after a rotation. Default: `1h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 32), regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
+    #[schemars(
+        length(min = 2, max = 32),
+        regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$")
+    )]
     pub grace_period: Option<String>,
 }
 

@@ -19,7 +19,9 @@ pub enum DurationError {
     #[error("empty duration: write e.g. `15m`, `1h` or `1h30m`")]
     Empty,
     /// The string is not of the `1h30m15s` form.
-    #[error("`{0}` is not a duration: write hours, minutes and seconds in that order, e.g. `1h30m`, `15m`, `90s`")]
+    #[error(
+        "`{0}` is not a duration: write hours, minutes and seconds in that order, e.g. `1h30m`, `15m`, `90s`"
+    )]
     Syntax(String),
     /// Zero length.
     #[error("`{0}` is zero: a duration must be at least 1s")]
@@ -77,15 +79,23 @@ mod tests {
 
     #[test]
     fn rejects_everything_else_with_the_fix() {
-        for bad in ["1d", "30", "m", "1m1h", "1h 30m", "-5s", "1.5h", "1hh", "5S", "1h30mx"] {
+        for bad in [
+            "1d", "30", "m", "1m1h", "1h 30m", "-5s", "1.5h", "1hh", "5S", "1h30mx",
+        ] {
             let err = parse_duration(bad).expect_err(bad);
             assert!(matches!(err, DurationError::Syntax(_)), "{bad}: {err:?}");
             assert!(err.to_string().contains("e.g."), "{err}");
         }
         assert_eq!(parse_duration(""), Err(DurationError::Empty));
         assert!(matches!(parse_duration("0s"), Err(DurationError::Zero(_))));
-        assert!(matches!(parse_duration("87601h"), Err(DurationError::TooLong(_))));
-        assert!(matches!(parse_duration("9999999999999h"), Err(DurationError::TooLong(_))));
+        assert!(matches!(
+            parse_duration("87601h"),
+            Err(DurationError::TooLong(_))
+        ));
+        assert!(matches!(
+            parse_duration("9999999999999h"),
+            Err(DurationError::TooLong(_))
+        ));
     }
 
     #[test]

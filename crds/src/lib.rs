@@ -4,13 +4,16 @@
 pub mod api_proxy;
 pub mod auth_policy;
 pub mod common;
+pub mod conditions;
 pub mod crd;
 pub mod credential;
 pub mod duration;
 pub mod manifest;
+pub mod model;
 pub mod names;
 pub mod role;
 pub mod secret;
+pub mod validate;
 
 pub use api_proxy::{ApiProxy, ApiProxySpec};
 pub use auth_policy::{AuthPolicy, AuthPolicySpec};

@@ -39,7 +39,9 @@ pub enum Resource {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
     /// The file is larger than [`MAX_MANIFEST_BYTES`].
-    #[error("{source_name}: {size} bytes is more than the {max} a manifest may have; split the file")]
+    #[error(
+        "{source_name}: {size} bytes is more than the {max} a manifest may have; split the file"
+    )]
     TooLarge {
         /// File name.
         source_name: String,
@@ -67,7 +69,9 @@ pub enum ManifestError {
         message: String,
     },
     /// A tessera.dev kind or version that does not exist.
-    #[error("{source_name}: document {index}: unknown {what} `{value}` in group tessera.dev; use apiVersion tessera.dev/v1alpha1 with kind ApiProxy, AuthPolicy, Credential or Role")]
+    #[error(
+        "{source_name}: document {index}: unknown {what} `{value}` in group tessera.dev; use apiVersion tessera.dev/v1alpha1 with kind ApiProxy, AuthPolicy, Credential or Role"
+    )]
     UnknownKind {
         /// File name.
         source_name: String,
@@ -142,11 +146,15 @@ fn parse_object(doc: Value, source_name: &str, index: usize) -> Result<Outcome, 
         index,
         message: message.to_owned(),
     };
-    let obj = doc.as_object().ok_or_else(|| not_object("expected a mapping with apiVersion, kind and metadata"))?;
+    let obj = doc
+        .as_object()
+        .ok_or_else(|| not_object("expected a mapping with apiVersion, kind and metadata"))?;
     let api_version = obj
         .get("apiVersion")
         .and_then(Value::as_str)
-        .ok_or_else(|| not_object("missing `apiVersion`; add e.g. `apiVersion: tessera.dev/v1alpha1`"))?
+        .ok_or_else(|| {
+            not_object("missing `apiVersion`; add e.g. `apiVersion: tessera.dev/v1alpha1`")
+        })?
         .to_owned();
     let kind = obj
         .get("kind")
@@ -163,17 +171,20 @@ fn parse_object(doc: Value, source_name: &str, index: usize) -> Result<Outcome, 
         if api_version != API_VERSION {
             return Err(unknown("apiVersion", &api_version));
         }
-        let typed = |r: fn(Value) -> Result<Resource, (String, String)>| -> Result<Outcome, ManifestError> {
-            let (namespace, name) = ident(&doc);
-            r(doc.clone()).map(Outcome::Resource).map_err(|(field, message)| ManifestError::Field {
-                source_name: source_name.to_owned(),
-                kind: kind.clone(),
-                namespace,
-                name,
-                field,
-                message,
-            })
-        };
+        let typed =
+            |r: fn(Value) -> Result<Resource, (String, String)>| -> Result<Outcome, ManifestError> {
+                let (namespace, name) = ident(&doc);
+                r(doc.clone())
+                    .map(Outcome::Resource)
+                    .map_err(|(field, message)| ManifestError::Field {
+                        source_name: source_name.to_owned(),
+                        kind: kind.clone(),
+                        namespace,
+                        name,
+                        field,
+                        message,
+                    })
+            };
         return match kind.as_str() {
             "ApiProxy" => typed(|v| typed_object(v).map(Resource::ApiProxy)),
             "AuthPolicy" => typed(|v| typed_object(v).map(Resource::AuthPolicy)),
@@ -184,9 +195,16 @@ fn parse_object(doc: Value, source_name: &str, index: usize) -> Result<Outcome, 
     }
     if api_version == "v1" && kind == "Secret" {
         let (namespace, name) = ident(&doc);
-        return typed_object(doc).map(|s| Outcome::Resource(Resource::Secret(s))).map_err(|(field, message)| {
-            ManifestError::Field { source_name: source_name.to_owned(), kind, namespace, name, field, message }
-        });
+        return typed_object(doc)
+            .map(|s| Outcome::Resource(Resource::Secret(s)))
+            .map_err(|(field, message)| ManifestError::Field {
+                source_name: source_name.to_owned(),
+                kind,
+                namespace,
+                name,
+                field,
+                message,
+            });
     }
     Ok(Outcome::Skipped(format!("{api_version}/{kind}")))
 }
@@ -205,7 +223,14 @@ fn ident(doc: &Value) -> (String, String) {
 fn typed_object<T: DeserializeOwned + kube::Resource>(doc: Value) -> Result<T, (String, String)> {
     let mut obj: T = serde_path_to_error::deserialize(doc).map_err(|e| {
         let path = e.path().to_string();
-        (if path == "." { "(root)".to_owned() } else { path }, e.into_inner().to_string())
+        (
+            if path == "." {
+                "(root)".to_owned()
+            } else {
+                path
+            },
+            e.into_inner().to_string(),
+        )
     })?;
     let meta = obj.meta_mut();
     if meta.namespace.is_none() {
@@ -240,7 +265,9 @@ stringData: {client_secret: demo}
         let p = parse(GOOD, "good.yaml").expect("parses");
         assert_eq!(p.resources.len(), 2);
         assert_eq!(p.skipped, vec!["apps/v1/Deployment".to_owned()]);
-        let Resource::Secret(s) = &p.resources[1] else { panic!("secret expected") };
+        let Resource::Secret(s) = &p.resources[1] else {
+            panic!("secret expected")
+        };
         assert_eq!(s.metadata.namespace.as_deref(), Some("default"));
     }
 
@@ -249,7 +276,10 @@ stringData: {client_secret: demo}
         let y = "apiVersion: tessera.dev/v1alpha1\nkind: ApiProxy\nmetadata: {name: orders, namespace: shop}\nspec: {basePath: /o, audiance: x}\n";
         let err = parse(y, "f.yaml").expect_err("unknown field");
         let msg = err.to_string();
-        assert!(msg.contains("f.yaml: ApiProxy shop/orders: field `spec.audiance`"), "{msg}");
+        assert!(
+            msg.contains("f.yaml: ApiProxy shop/orders: field `spec.audiance`"),
+            "{msg}"
+        );
         assert!(msg.contains("unknown field `audiance`"), "{msg}");
     }
 
@@ -263,19 +293,43 @@ stringData: {client_secret: demo}
     #[test]
     fn typo_in_tessera_kind_or_version_is_an_error() {
         let y = "apiVersion: tessera.dev/v1alpha1\nkind: Credentail\nmetadata: {name: c}\n";
-        assert!(matches!(parse(y, "f").expect_err("kind"), ManifestError::UnknownKind { what: "kind", .. }));
+        assert!(matches!(
+            parse(y, "f").expect_err("kind"),
+            ManifestError::UnknownKind { what: "kind", .. }
+        ));
         let y = "apiVersion: tessera.dev/v1\nkind: Credential\nmetadata: {name: c}\n";
-        assert!(matches!(parse(y, "f").expect_err("ver"), ManifestError::UnknownKind { what: "apiVersion", .. }));
+        assert!(matches!(
+            parse(y, "f").expect_err("ver"),
+            ManifestError::UnknownKind {
+                what: "apiVersion",
+                ..
+            }
+        ));
     }
 
     #[test]
     fn malformed_documents() {
-        assert!(matches!(parse("a: [1, 2", "f").expect_err("yaml"), ManifestError::Yaml { .. }));
-        assert!(matches!(parse("- 1\n- 2\n", "f").expect_err("list"), ManifestError::NotAnObject { .. }));
-        assert!(matches!(parse("kind: Role\n", "f").expect_err("no apiVersion"), ManifestError::NotAnObject { .. }));
+        assert!(matches!(
+            parse("a: [1, 2", "f").expect_err("yaml"),
+            ManifestError::Yaml { .. }
+        ));
+        assert!(matches!(
+            parse("- 1\n- 2\n", "f").expect_err("list"),
+            ManifestError::NotAnObject { .. }
+        ));
+        assert!(matches!(
+            parse("kind: Role\n", "f").expect_err("no apiVersion"),
+            ManifestError::NotAnObject { .. }
+        ));
         let dup = "apiVersion: v1\nkind: Secret\nkind: Secret\nmetadata: {name: s}\n";
-        assert!(matches!(parse(dup, "f").expect_err("duplicate key"), ManifestError::Yaml { .. }));
+        assert!(matches!(
+            parse(dup, "f").expect_err("duplicate key"),
+            ManifestError::Yaml { .. }
+        ));
         let big = "#".repeat(MAX_MANIFEST_BYTES + 1);
-        assert!(matches!(parse(&big, "f").expect_err("size"), ManifestError::TooLarge { .. }));
+        assert!(matches!(
+            parse(&big, "f").expect_err("size"),
+            ManifestError::TooLarge { .. }
+        ));
     }
 }

@@ -22,9 +22,30 @@ pub const CLAIM_VALUE_MAX: usize = 1024;
 /// Claim names a Credential's metadata may not set: the registered JWT claims (RFC 7519), the
 /// RFC 9068 / RFC 8693 / RFC 8705 ones, and those the token server computes itself.
 pub const RESERVED_CLAIMS: &[&str] = &[
-    "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "scope", "cnf", "act", "may_act",
-    "auth_time", "acr", "amr", "azp", "typ", "token_type", "username", "active", "roles", "groups",
-    "entitlements", "tessera",
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "client_id",
+    "scope",
+    "cnf",
+    "act",
+    "may_act",
+    "auth_time",
+    "acr",
+    "amr",
+    "azp",
+    "typ",
+    "token_type",
+    "username",
+    "active",
+    "roles",
+    "groups",
+    "entitlements",
+    "tessera",
 ];
 
 /// True if `s` is a valid object name to reference.
@@ -32,21 +53,25 @@ pub fn is_object_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= NAME_MAX
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
 }
 
 /// True if `s` is a valid client_id.
 pub fn is_client_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= CLIENT_ID_MAX && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+    !s.is_empty()
+        && s.len() <= CLIENT_ID_MAX
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// True if `s` is a valid scope token.
 pub fn is_scope_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= SCOPE_MAX
-        && s.bytes().all(|c| c == 0x21 || (0x23..=0x5B).contains(&c) || (0x5D..=0x7E).contains(&c))
+        && s.bytes()
+            .all(|c| c == 0x21 || (0x23..=0x5B).contains(&c) || (0x5D..=0x7E).contains(&c))
 }
 
 /// True if `s` is a valid custom claim name (reserved names are checked separately).
@@ -55,7 +80,8 @@ pub fn is_claim_name(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= CLAIM_MAX
         && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':' | b'-'))
 }
 
 /// True if `s` may not be set from metadata.
@@ -93,6 +119,8 @@ mod tests {
         assert!(is_claim_name("tenant_id"));
         assert!(!is_claim_name("9lives"));
         assert!(!is_claim_name("has space"));
-        assert!(is_reserved_claim("sub") && is_reserved_claim("cnf") && !is_reserved_claim("tenant"));
+        assert!(
+            is_reserved_claim("sub") && is_reserved_claim("cnf") && !is_reserved_claim("tenant")
+        );
     }
 }

@@ -55,6 +55,10 @@ pub struct RoleStatus {
 impl Role {
     /// The scope this Role grants: the spec's, or the Role's name.
     pub fn scope(&self) -> &str {
-        self.spec.scope.as_deref().or(self.metadata.name.as_deref()).unwrap_or_default()
+        self.spec
+            .scope
+            .as_deref()
+            .or(self.metadata.name.as_deref())
+            .unwrap_or_default()
     }
 }

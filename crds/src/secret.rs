@@ -36,7 +36,8 @@ impl VerifierKey {
     /// The verifier of `secret`.
     pub fn verifier(&self, secret: &[u8]) -> Verifier {
         // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!());
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!());
         mac.update(secret);
         Verifier(mac.finalize().into_bytes().into())
     }

@@ -1,0 +1,675 @@
+//! The pure function from resources to a [`Snapshot`].
+
+use super::problem::{Kind, ObjectRef, Reason, Report};
+use super::snapshot::{
+    Client, ClientKind, Counts, Policy, RefreshPolicy, SecretVerifier, Snapshot, UserPool,
+};
+use crate::auth_policy::{ClientAuthMethod, GrantType, Management};
+use crate::common::{PublishedVerifier, SecretKeyRef};
+use crate::duration::parse_duration;
+use crate::manifest::{DEFAULT_NAMESPACE, Resource};
+use crate::secret::{CLIENT_SECRET_KEY, Verifier, VerifierKey};
+use crate::validate::{self, DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL, FieldProblem};
+use crate::{ApiProxy, AuthPolicy, Credential, Role};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// The input of [`resolve`]: every object of the four kinds, and the Secrets they may reference.
+/// Objects are behind `Arc` so that a reflector's store can be passed without copying.
+#[derive(Debug, Default, Clone)]
+pub struct ResourceSet {
+    /// ApiProxies.
+    pub api_proxies: Vec<Arc<ApiProxy>>,
+    /// AuthPolicies.
+    pub auth_policies: Vec<Arc<AuthPolicy>>,
+    /// Credentials.
+    pub credentials: Vec<Arc<Credential>>,
+    /// Roles.
+    pub roles: Vec<Arc<Role>>,
+    /// Secrets: client secrets and user pools.
+    pub secrets: Vec<Arc<Secret>>,
+}
+
+impl ResourceSet {
+    /// Adds one object.
+    pub fn push(&mut self, r: Resource) {
+        match r {
+            Resource::ApiProxy(o) => self.api_proxies.push(Arc::new(o)),
+            Resource::AuthPolicy(o) => self.auth_policies.push(Arc::new(o)),
+            Resource::Credential(o) => self.credentials.push(Arc::new(o)),
+            Resource::Role(o) => self.roles.push(Arc::new(o)),
+            Resource::Secret(o) => self.secrets.push(Arc::new(o)),
+        }
+    }
+}
+
+impl FromIterator<Resource> for ResourceSet {
+    fn from_iter<I: IntoIterator<Item = Resource>>(iter: I) -> Self {
+        let mut set = ResourceSet::default();
+        for r in iter {
+            set.push(r);
+        }
+        set
+    }
+}
+
+/// Name of the Secret the operator generates a Credential's secret into.
+pub fn credential_secret_name(credential_name: &str) -> String {
+    format!("{credential_name}-client")
+}
+
+/// Name of the Secret the operator generates a proxy key into.
+pub fn proxy_key_secret_name(proxy_name: &str) -> String {
+    format!("{proxy_name}-proxy-key")
+}
+
+type Key<'a> = (&'a str, &'a str);
+
+fn key(meta: &ObjectMeta) -> Key<'_> {
+    (
+        meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
+fn object_ref(kind: Kind, meta: &ObjectMeta) -> ObjectRef {
+    let (ns, name) = key(meta);
+    ObjectRef {
+        kind,
+        namespace: ns.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+/// Sort key for "the older keeps it": creation time first (objects read from files have none
+/// and sort after), then kind, namespace and name so the outcome never depends on input order.
+fn age(kind: Kind, meta: &ObjectMeta) -> (bool, Option<Timestamp>, Kind, &str, &str) {
+    let ts = meta.creation_timestamp.as_ref().map(|t| t.0);
+    let (ns, name) = key(meta);
+    (ts.is_none(), ts, kind, ns, name)
+}
+
+struct Ctx<'a> {
+    report: Report,
+    secrets: HashMap<Key<'a>, &'a Secret>,
+    verifier_key: &'a VerifierKey,
+    now: Timestamp,
+}
+
+impl<'a> Ctx<'a> {
+    /// Registers an object; false (and a `Duplicate` problem) if it was seen already.
+    fn register(&mut self, r: &ObjectRef) -> bool {
+        if self.report.problems(r).is_some() {
+            self.report.add(
+                r,
+                Reason::Duplicate,
+                "metadata.name",
+                format!(
+                    "{r} is defined more than once; the first definition is used, remove the others"
+                ),
+            );
+            return false;
+        }
+        self.report.seen(r.clone());
+        true
+    }
+
+    /// Records validation problems; true if there were none.
+    fn valid(&mut self, r: &ObjectRef, problems: Vec<FieldProblem>) -> bool {
+        let ok = problems.is_empty();
+        for p in problems {
+            self.report.add(r, Reason::Invalid, p.field, p.message);
+        }
+        ok
+    }
+
+    fn secret_value(&self, ns: &str, name: &str, data_key: &str) -> SecretLookup<'a> {
+        let Some(s) = self.secrets.get(&(ns, name)) else {
+            return SecretLookup::NoSecret;
+        };
+        // `stringData` wins over `data`, as the API server merges them on write.
+        if let Some(v) = s.string_data.as_ref().and_then(|d| d.get(data_key)) {
+            return SecretLookup::Found(v.as_bytes());
+        }
+        match s.data.as_ref().and_then(|d| d.get(data_key)) {
+            Some(v) => SecretLookup::Found(&v.0),
+            None => SecretLookup::NoKey,
+        }
+    }
+
+    /// The verifiers that authenticate a client: those published in status by the operator,
+    /// else the referenced (or generated) Secret's value hashed with the verifier key.
+    fn verifiers(&mut self, r: &ObjectRef, src: SecretSource<'_>) -> Option<Vec<SecretVerifier>> {
+        if !src.published.is_empty() {
+            let mut out = Vec::with_capacity(src.published.len());
+            for (i, p) in src.published.iter().enumerate() {
+                let verifier = Verifier::from_published(&p.verifier);
+                let not_after = match p.not_after.as_deref().map(str::parse::<Timestamp>) {
+                    None => Some(None),
+                    Some(Ok(t)) => Some(Some(t)),
+                    Some(Err(_)) => None,
+                };
+                match (verifier, not_after) {
+                    (Some(verifier), Some(not_after)) => out.push(SecretVerifier { verifier, not_after }),
+                    _ => self.report.add(r, Reason::Invalid, format!("status.secretVerifiers[{i}]"), "not a verifier the token server reads; the operator rewrites it on its next reconcile"),
+                }
+            }
+            if !out.is_empty() {
+                return Some(out);
+            }
+        }
+        let (name, data_key, referenced) = match src.secret_ref {
+            Some(sr) => (sr.name.clone(), sr.key_or_default().to_owned(), true),
+            None => (
+                src.generated_name.clone(),
+                CLIENT_SECRET_KEY.to_owned(),
+                false,
+            ),
+        };
+        let field = if referenced {
+            format!("{}.name", src.field)
+        } else {
+            src.field.to_owned()
+        };
+        match self.secret_value(&r.namespace, &name, &data_key) {
+            SecretLookup::Found(v) if v.is_empty() => {
+                self.report.add(
+                    r,
+                    Reason::Invalid,
+                    field,
+                    format!(
+                        "key `{data_key}` of Secret {name} is empty; put the client secret there"
+                    ),
+                );
+                None
+            }
+            SecretLookup::Found(v) => Some(vec![SecretVerifier {
+                verifier: self.verifier_key.verifier(v),
+                not_after: None,
+            }]),
+            SecretLookup::NoKey => {
+                self.report.add(r, Reason::SecretKeyNotFound, field, format!("Secret {name} has no key `{data_key}`; add it, or name the right key in secretRef.key"));
+                None
+            }
+            SecretLookup::NoSecret if referenced => {
+                self.report.add(r, Reason::SecretNotFound, field, format!("Secret {name} not found in namespace {}; create it, or remove secretRef to have a secret generated", r.namespace));
+                None
+            }
+            SecretLookup::NoSecret => {
+                self.report.add(r, Reason::SecretPending, field, format!("the secret is generated by the operator into Secret {name}; when serving a folder of manifests, add that Secret with key `{CLIENT_SECRET_KEY}`"));
+                None
+            }
+        }
+    }
+}
+
+enum SecretLookup<'a> {
+    Found(&'a [u8]),
+    NoKey,
+    NoSecret,
+}
+
+struct SecretSource<'s> {
+    published: &'s [PublishedVerifier],
+    secret_ref: Option<&'s SecretKeyRef>,
+    generated_name: String,
+    field: &'s str,
+}
+
+/// Candidate client before client_id conflicts are settled.
+struct Candidate<'a> {
+    age: (bool, Option<Timestamp>, Kind, &'a str, &'a str),
+    client: Client,
+}
+
+/// Resolves resources into a [`Snapshot`]: clients indexed by client_id, and problems per object.
+///
+/// Pure: the same input, key and time give the same snapshot. `now` decides which Credentials
+/// have expired; the token server still checks expiry per request, since a snapshot outlives it.
+pub fn resolve(set: &ResourceSet, verifier_key: &VerifierKey, now: Timestamp) -> Snapshot {
+    let mut secrets = HashMap::with_capacity(set.secrets.len());
+    for s in &set.secrets {
+        secrets.entry(key(&s.metadata)).or_insert(&**s);
+    }
+    let mut cx = Ctx {
+        report: Report::default(),
+        secrets,
+        verifier_key,
+        now,
+    };
+
+    let (policies, invalid_policies) = resolve_policies(&mut cx, set);
+    let proxies = resolve_proxies(&mut cx, set);
+    let (roles, scopes_by_proxy) = resolve_roles(&mut cx, set, &proxies);
+
+    let mut candidates = Vec::with_capacity(set.credentials.len() + set.api_proxies.len());
+    for c in &set.credentials {
+        if let Some(cand) =
+            credential_client(&mut cx, c, &policies, &invalid_policies, &proxies, &roles)
+        {
+            candidates.push(cand);
+        }
+    }
+    for p in &set.api_proxies {
+        if let Some(cand) = proxy_key_client(&mut cx, p, &policies, &proxies, &scopes_by_proxy) {
+            candidates.push(cand);
+        }
+    }
+
+    // The older object keeps a contested client_id.
+    candidates.sort_unstable_by(|a, b| a.age.cmp(&b.age));
+    let mut clients: HashMap<String, Arc<Client>> = HashMap::with_capacity(candidates.len());
+    for cand in candidates {
+        if let Some(holder) = clients.get(&cand.client.client_id) {
+            let msg = format!(
+                "client_id is already used by the older {}; choose another clientId",
+                holder.owner
+            );
+            let field = match cand.client.kind {
+                ClientKind::Credential => "spec.clientId",
+                ClientKind::ProxyKey => "spec.proxyKey.clientId",
+            };
+            cx.report
+                .add(&cand.client.owner, Reason::ClientIdConflict, field, msg);
+            continue;
+        }
+        clients.insert(cand.client.client_id.clone(), Arc::new(cand.client));
+    }
+
+    let mut audiences = HashMap::with_capacity(proxies.len());
+    for (k, p) in &proxies {
+        if let ProxyState::Serving(aud) = p {
+            audiences.insert(
+                aud.clone(),
+                ObjectRef {
+                    kind: Kind::ApiProxy,
+                    namespace: k.0.to_owned(),
+                    name: k.1.to_owned(),
+                },
+            );
+        }
+    }
+    let counts = Counts {
+        api_proxies: set.api_proxies.len(),
+        auth_policies: set.auth_policies.len(),
+        credentials: set.credentials.len(),
+        roles: set.roles.len(),
+        secrets: set.secrets.len(),
+        clients: clients.len(),
+    };
+    Snapshot {
+        clients,
+        audiences,
+        report: cx.report,
+        counts,
+    }
+}
+
+fn resolve_policies<'a>(
+    cx: &mut Ctx<'a>,
+    set: &'a ResourceSet,
+) -> (HashMap<Key<'a>, Arc<Policy>>, HashSet<Key<'a>>) {
+    let mut policies = HashMap::with_capacity(set.auth_policies.len());
+    let mut invalid = HashSet::new();
+    for p in &set.auth_policies {
+        let r = object_ref(Kind::AuthPolicy, &p.metadata);
+        if !cx.register(&r) {
+            continue;
+        }
+        if !cx.valid(&r, validate::auth_policy(p)) {
+            invalid.insert(key(&p.metadata));
+            continue;
+        }
+        let s = &p.spec;
+        let users = s
+            .user_pool
+            .as_ref()
+            .map(|pool| Arc::new(user_pool(cx, &r, &pool.name)));
+        // Validation passed, so the durations parse.
+        let ttl = |v: &Option<String>, d| {
+            v.as_deref()
+                .and_then(|v| parse_duration(v).ok())
+                .unwrap_or(d)
+        };
+        let policy = Policy {
+            owner: r,
+            token_type: s.token_type,
+            management: s.management,
+            grant_types: s.grant_types.clone(),
+            access_ttl: (!s.access_token.immortal)
+                .then(|| ttl(&s.access_token.ttl, DEFAULT_ACCESS_TTL)),
+            refresh: s.refresh.enabled.then(|| RefreshPolicy {
+                ttl: ttl(&s.refresh.ttl, DEFAULT_REFRESH_TTL),
+                rotate: s.refresh.rotate,
+                max_refreshes: s.refresh.max_refreshes,
+            }),
+            allow_url_parameters: s.allow_url_parameters,
+            algorithm: s.signing_algorithm,
+            auth_methods: s.client_auth_methods.clone(),
+            users,
+            token_management: s.token_management.clone(),
+        };
+        policies.insert(key(&p.metadata), Arc::new(policy));
+    }
+    (policies, invalid)
+}
+
+/// Loads a user pool; entries that are not argon2id PHC strings are reported and left out.
+fn user_pool(cx: &mut Ctx<'_>, r: &ObjectRef, secret_name: &str) -> UserPool {
+    let mut pool = UserPool::default();
+    let Some(secret) = cx
+        .secrets
+        .get(&(r.namespace.as_str(), secret_name))
+        .copied()
+    else {
+        cx.report.add(r, Reason::SecretNotFound, "spec.userPool.name", format!("user pool Secret {secret_name} not found in namespace {}; create it (keys: usernames, values: argon2id hashes) — until then the password grant authenticates nobody", r.namespace));
+        return pool;
+    };
+    let data = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k, String::from_utf8(v.0.clone()).ok()));
+    let string_data = secret
+        .string_data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k, Some(v.clone())));
+    let mut bad = Vec::new();
+    for (user, hash) in data.chain(string_data) {
+        match hash {
+            Some(h) if is_argon2id(&h) => {
+                pool.users.insert(user.clone(), h);
+            }
+            _ => bad.push(user.as_str()),
+        }
+    }
+    if !bad.is_empty() {
+        bad.sort_unstable();
+        bad.dedup();
+        let shown: Vec<_> = bad.iter().take(10).copied().collect();
+        cx.report.add(r, Reason::UserPoolInvalid, "spec.userPool.name", format!("in Secret {secret_name}, the entries for {} are not argon2id PHC hashes ($argon2id$v=19$...); those users cannot sign in until re-hashed", shown.join(", ")));
+    }
+    pool
+}
+
+fn is_argon2id(s: &str) -> bool {
+    argon2::PasswordHash::new(s).is_ok_and(|h| h.algorithm == argon2::ARGON2ID_IDENT)
+}
+
+/// An ApiProxy as other objects see it.
+enum ProxyState {
+    /// Granted under this audience.
+    Serving(Arc<str>),
+    /// Exists but grants nothing (retired, or its audience is held by an older proxy).
+    Inert,
+}
+
+fn resolve_proxies<'a>(cx: &mut Ctx<'a>, set: &'a ResourceSet) -> HashMap<Key<'a>, ProxyState> {
+    let mut valid = Vec::with_capacity(set.api_proxies.len());
+    for p in &set.api_proxies {
+        let r = object_ref(Kind::ApiProxy, &p.metadata);
+        if cx.register(&r) && cx.valid(&r, validate::api_proxy(p)) {
+            valid.push((p, r));
+        }
+    }
+    // Audiences are unique across the cluster: a proxy in another namespace must not be able to
+    // obtain tokens another team's gateway accepts. The older proxy keeps it.
+    valid.sort_unstable_by(|a, b| {
+        age(Kind::ApiProxy, &a.0.metadata).cmp(&age(Kind::ApiProxy, &b.0.metadata))
+    });
+    let mut holders: HashMap<&str, &ObjectRef> = HashMap::with_capacity(valid.len());
+    let mut proxies = HashMap::with_capacity(valid.len());
+    let mut conflicts = Vec::new();
+    for (p, r) in &valid {
+        let state = if p.spec.retired {
+            ProxyState::Inert
+        } else if let Some(holder) = holders.get(p.audience()) {
+            conflicts.push((r.clone(), format!("audience `{}` is already used by the older {holder}; set a distinct spec.audience", p.audience())));
+            ProxyState::Inert
+        } else {
+            holders.insert(p.audience(), r);
+            ProxyState::Serving(Arc::from(p.audience()))
+        };
+        proxies.insert(key(&p.metadata), state);
+    }
+    for (r, msg) in conflicts {
+        cx.report
+            .add(&r, Reason::AudienceConflict, "spec.audience", msg);
+    }
+    proxies
+}
+
+type RoleGrant = (Arc<str>, Vec<Arc<str>>);
+
+fn resolve_roles<'a>(
+    cx: &mut Ctx<'a>,
+    set: &'a ResourceSet,
+    proxies: &HashMap<Key<'a>, ProxyState>,
+) -> (HashMap<Key<'a>, RoleGrant>, HashMap<Key<'a>, Vec<Arc<str>>>) {
+    let mut roles = HashMap::with_capacity(set.roles.len());
+    let mut scopes_by_proxy: HashMap<Key<'a>, Vec<Arc<str>>> = HashMap::new();
+    for role in &set.roles {
+        let r = object_ref(Kind::Role, &role.metadata);
+        if !cx.register(&r) || !cx.valid(&r, validate::role(role)) {
+            continue;
+        }
+        let (ns, _) = key(&role.metadata);
+        let scope: Arc<str> = Arc::from(role.scope());
+        let mut audiences = Vec::with_capacity(role.spec.api_proxies.len());
+        for (i, name) in role.spec.api_proxies.iter().enumerate() {
+            match proxies.get(&(ns, name.as_str())) {
+                Some(ProxyState::Serving(aud)) => {
+                    audiences.push(aud.clone());
+                    scopes_by_proxy.entry((ns, name.as_str())).or_default().push(scope.clone());
+                }
+                Some(ProxyState::Inert) => {}
+                None => cx.report.add(&r, Reason::ProxyNotFound, format!("spec.apiProxies[{i}]"), format!("ApiProxy {name} not found in namespace {ns}; create it or remove it from the list (the other proxies are still granted)")),
+            }
+        }
+        roles.insert(key(&role.metadata), (scope, audiences));
+    }
+    (roles, scopes_by_proxy)
+}
+
+fn sorted_unique(mut v: Vec<Arc<str>>) -> Vec<Arc<str>> {
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn credential_client<'a>(
+    cx: &mut Ctx<'a>,
+    c: &'a Credential,
+    policies: &HashMap<Key<'a>, Arc<Policy>>,
+    invalid_policies: &HashSet<Key<'a>>,
+    proxies: &HashMap<Key<'a>, ProxyState>,
+    roles: &HashMap<Key<'a>, RoleGrant>,
+) -> Option<Candidate<'a>> {
+    let r = object_ref(Kind::Credential, &c.metadata);
+    if !cx.register(&r) || !cx.valid(&r, validate::credential(c)) {
+        return None;
+    }
+    let s = &c.spec;
+    let (ns, name) = key(&c.metadata);
+    let status = c.status.as_ref();
+    let expires_at = s
+        .expires_at
+        .as_deref()
+        .and_then(|e| e.parse::<Timestamp>().ok());
+    if s.disabled {
+        cx.report.add(&r, Reason::Disabled, "spec.disabled", "the Credential is disabled and authenticates nothing; set disabled to false to re-enable it");
+        return None;
+    }
+    if expires_at.is_some_and(|t| t <= cx.now) {
+        cx.report.add(&r, Reason::Expired, "spec.expiresAt", "the Credential has expired and authenticates nothing; move expiresAt forward to re-enable it");
+        return None;
+    }
+    let policy_name = s.policy_ref.name.as_str();
+    let Some(policy) = policies.get(&(ns, policy_name)) else {
+        let why = if invalid_policies.contains(&(ns, policy_name)) {
+            "is not valid (see its status)"
+        } else {
+            "was not found"
+        };
+        cx.report.add(
+            &r,
+            Reason::PolicyNotFound,
+            "spec.policyRef.name",
+            format!("AuthPolicy {policy_name} {why} in namespace {ns}; fix or create it"),
+        );
+        return None;
+    };
+    if policy.management != Management::Acl {
+        cx.report.add(&r, Reason::PolicyModeMismatch, "spec.policyRef.name", format!("AuthPolicy {policy_name} has management Policy: its clients are ApiProxy proxy keys, not Credentials; reference a policy with management ACL"));
+        return None;
+    }
+
+    let mut audiences = Vec::with_capacity(s.acl.len());
+    for (i, p) in s.acl.iter().enumerate() {
+        match proxies.get(&(ns, p.as_str())) {
+            Some(ProxyState::Serving(aud)) => audiences.push(aud.clone()),
+            Some(ProxyState::Inert) => {}
+            None => cx.report.add(&r, Reason::ProxyNotFound, format!("spec.acl[{i}]"), format!("ApiProxy {p} not found in namespace {ns}; create it or remove it from the ACL (the others are still granted)")),
+        }
+    }
+    let mut scopes = Vec::with_capacity(s.roles.len());
+    for (i, role) in s.roles.iter().enumerate() {
+        match roles.get(&(ns, role.as_str())) {
+            Some((scope, auds)) => {
+                scopes.push(scope.clone());
+                audiences.extend(auds.iter().cloned());
+            }
+            None => cx.report.add(&r, Reason::RoleNotFound, format!("spec.roles[{i}]"), format!("Role {role} not found (or not valid) in namespace {ns}; create it or remove it (the others are still granted)")),
+        }
+    }
+
+    let Some(client_id) = s
+        .client_id
+        .clone()
+        .or_else(|| status.and_then(|st| st.client_id.clone()))
+    else {
+        cx.report.add(&r, Reason::ClientIdPending, "spec.clientId", "no clientId yet: the operator generates one; when serving a folder of manifests, set spec.clientId");
+        return None;
+    };
+    let src = SecretSource {
+        published: status
+            .map(|st| st.secret_verifiers.as_slice())
+            .unwrap_or_default(),
+        secret_ref: s.secret_ref.as_ref(),
+        generated_name: credential_secret_name(name),
+        field: "spec.secretRef",
+    };
+    let verifiers = match cx.verifiers(&r, src) {
+        Some(v) => v,
+        // A certificate-bound client of a policy that accepts certificates needs no secret.
+        None if s.mtls.is_some()
+            && (policy.allows_auth(ClientAuthMethod::TlsClientAuth)
+                || policy.allows_auth(ClientAuthMethod::SelfSignedTlsClientAuth)) =>
+        {
+            Vec::new()
+        }
+        None => return None,
+    };
+    let not_before = status
+        .and_then(|st| st.not_before.as_deref())
+        .and_then(|t| t.parse::<Timestamp>().ok());
+    Some(Candidate {
+        age: age(Kind::Credential, &c.metadata),
+        client: Client {
+            client_id,
+            owner: r,
+            kind: ClientKind::Credential,
+            verifiers,
+            policy: policy.clone(),
+            audiences: sorted_unique(audiences),
+            scopes: sorted_unique(scopes),
+            claims: s.claims.clone(),
+            mtls: s.mtls.clone(),
+            expires_at,
+            not_before,
+        },
+    })
+}
+
+fn proxy_key_client<'a>(
+    cx: &mut Ctx<'a>,
+    p: &'a ApiProxy,
+    policies: &HashMap<Key<'a>, Arc<Policy>>,
+    proxies: &HashMap<Key<'a>, ProxyState>,
+    scopes_by_proxy: &HashMap<Key<'a>, Vec<Arc<str>>>,
+) -> Option<Candidate<'a>> {
+    let k = key(&p.metadata);
+    let policy_ref = p.spec.auth_policy_ref.as_ref()?;
+    let audience = match proxies.get(&k)? {
+        ProxyState::Serving(aud) => aud.clone(),
+        ProxyState::Inert => return None,
+    };
+    let r = object_ref(Kind::ApiProxy, &p.metadata);
+    let Some(policy) = policies.get(&(k.0, policy_ref.name.as_str())) else {
+        cx.report.add(
+            &r,
+            Reason::PolicyNotFound,
+            "spec.authPolicyRef.name",
+            format!(
+                "AuthPolicy {} not found (or not valid) in namespace {}; fix or create it",
+                policy_ref.name, k.0
+            ),
+        );
+        return None;
+    };
+    if policy.management != Management::Policy {
+        return None; // an ACL policy's clients are Credentials; the proxy is only an audience
+    }
+    let status = p.status.as_ref();
+    let spec_id = p
+        .spec
+        .proxy_key
+        .as_ref()
+        .and_then(|pk| pk.client_id.clone());
+    let Some(client_id) = spec_id.or_else(|| status.and_then(|st| st.client_id.clone())) else {
+        cx.report.add(&r, Reason::ClientIdPending, "spec.proxyKey.clientId", "no proxy key yet: the operator generates one; when serving a folder of manifests, set spec.proxyKey.clientId");
+        return None;
+    };
+    let src = SecretSource {
+        published: status
+            .map(|st| st.secret_verifiers.as_slice())
+            .unwrap_or_default(),
+        secret_ref: p
+            .spec
+            .proxy_key
+            .as_ref()
+            .and_then(|pk| pk.secret_ref.as_ref()),
+        generated_name: proxy_key_secret_name(k.1),
+        field: "spec.proxyKey.secretRef",
+    };
+    // The password grant with the proxy key sends client_secret `-` (the gateway product's
+    // convention): users authenticate, the proxy key only names the API. So a policy that grants
+    // only `password` needs no secret.
+    let needs_secret = policy.grant_types.iter().any(|g| *g != GrantType::Password);
+    let verifiers = match cx.verifiers(&r, src) {
+        Some(v) => v,
+        None if !needs_secret => Vec::new(),
+        None => return None,
+    };
+    let scopes = scopes_by_proxy.get(&k).cloned().unwrap_or_default();
+    Some(Candidate {
+        age: age(Kind::ApiProxy, &p.metadata),
+        client: Client {
+            client_id,
+            owner: r,
+            kind: ClientKind::ProxyKey,
+            verifiers,
+            policy: policy.clone(),
+            audiences: vec![audience],
+            scopes: sorted_unique(scopes),
+            claims: Default::default(),
+            mtls: None,
+            expires_at: None,
+            not_before: None,
+        },
+    })
+}
