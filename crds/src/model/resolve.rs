@@ -475,6 +475,11 @@ fn resolve_roles<'a>(
     (roles, scopes_by_proxy)
 }
 
+fn accepts_certificates(policy: &Policy) -> bool {
+    policy.allows_auth(ClientAuthMethod::TlsClientAuth)
+        || policy.allows_auth(ClientAuthMethod::SelfSignedTlsClientAuth)
+}
+
 fn sorted_unique(mut v: Vec<Arc<str>>) -> Vec<Arc<str>> {
     v.sort_unstable();
     v.dedup();
@@ -563,16 +568,19 @@ fn credential_client<'a>(
         generated_name: credential_secret_name(name),
         field: "spec.secretRef",
     };
-    let verifiers = match cx.verifiers(&r, src) {
-        Some(v) => v,
-        // A certificate-bound client of a policy that accepts certificates needs no secret.
-        None if s.mtls.is_some()
-            && (policy.allows_auth(ClientAuthMethod::TlsClientAuth)
-                || policy.allows_auth(ClientAuthMethod::SelfSignedTlsClientAuth)) =>
-        {
-            Vec::new()
+    let verifiers = if policy.uses_secrets() {
+        match cx.verifiers(&r, src) {
+            Some(v) => v,
+            // A certificate-bound client of a policy that also accepts certificates can still
+            // authenticate; the missing secret stays reported.
+            None if s.mtls.is_some() && accepts_certificates(policy) => Vec::new(),
+            None => return None,
         }
-        None => return None,
+    } else if s.mtls.is_none() {
+        cx.report.add(&r, Reason::Invalid, "spec.mtls", format!("AuthPolicy {policy_name} accepts only client certificates; bind this Credential to one with spec.mtls"));
+        return None;
+    } else {
+        Vec::new()
     };
     let not_before = status
         .and_then(|st| st.not_before.as_deref())
@@ -646,14 +654,14 @@ fn proxy_key_client<'a>(
         generated_name: proxy_key_secret_name(k.1),
         field: "spec.proxyKey.secretRef",
     };
-    // The password grant with the proxy key sends client_secret `-` (the gateway product's
-    // convention): users authenticate, the proxy key only names the API. So a policy that grants
-    // only `password` needs no secret.
-    let needs_secret = policy.grant_types.iter().any(|g| *g != GrantType::Password);
-    let verifiers = match cx.verifiers(&r, src) {
-        Some(v) => v,
-        None if !needs_secret => Vec::new(),
-        None => return None,
+    // With a proxy key, the password and refresh_token grants send client_secret `-` (the
+    // gateway product's convention): users authenticate, the proxy key only names the API. So
+    // only client_credentials needs the proxy key's secret.
+    let needs_secret = policy.allows_grant(GrantType::ClientCredentials);
+    let verifiers = if needs_secret {
+        cx.verifiers(&r, src)?
+    } else {
+        Vec::new()
     };
     let scopes = scopes_by_proxy.get(&k).cloned().unwrap_or_default();
     Some(Candidate {
