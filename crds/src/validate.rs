@@ -65,7 +65,6 @@ impl Problems {
     }
 
     fn name_list(&mut self, field: &str, list: &[String], what: &str) {
-        let mut seen = BTreeSet::new();
         if list.len() > 256 {
             self.push(
                 field,
@@ -75,9 +74,13 @@ impl Problems {
                 ),
             );
         }
+        // Lists are short (ACLs, roles): a quadratic duplicate check beats allocating a set, and
+        // field paths are only formatted for a problem (this runs for every object on a rebuild).
         for (i, n) in list.iter().enumerate() {
-            self.object_name(&format!("{field}[{i}]"), n, what);
-            if !seen.insert(n) {
+            if !names::is_object_name(n) {
+                self.object_name(&format!("{field}[{i}]"), n, what);
+            }
+            if list[..i].contains(n) {
                 self.push(
                     format!("{field}[{i}]"),
                     format!("`{}` is listed twice; remove the duplicate", clip(n)),
@@ -353,20 +356,20 @@ pub fn credential(obj: &Credential) -> Vec<FieldProblem> {
         );
     }
     for (k, v) in &s.claims {
-        let field = format!("spec.claims.{}", clip(k));
+        let field = || format!("spec.claims.{}", clip(k));
         if names::is_reserved_claim(k) {
             p.push(
-                &field,
+                field(),
                 format!(
                     "`{k}` is a registered or computed claim and cannot be set; rename the claim"
                 ),
             );
         } else if !names::is_claim_name(k) {
-            p.push(&field, "a claim name starts with a letter or `_` and has letters, digits, `_`, `.`, `:`, `-`, at most 64 characters");
+            p.push(field(), "a claim name starts with a letter or `_` and has letters, digits, `_`, `.`, `:`, `-`, at most 64 characters");
         }
         if v.len() > names::CLAIM_VALUE_MAX {
             p.push(
-                &field,
+                field(),
                 format!(
                     "value longer than {} bytes; tokens must stay small",
                     names::CLAIM_VALUE_MAX

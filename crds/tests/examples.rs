@@ -40,6 +40,7 @@ fn load(folder: &str) -> Snapshot {
     let problems: Vec<String> = snap
         .report()
         .with_problems()
+        .into_iter()
         .map(|(o, p)| format!("{o}: {p:?}"))
         .collect();
     assert!(
@@ -131,7 +132,7 @@ fn quickstart() {
 fn client_credentials_jwt() {
     let s = load("client-credentials-jwt");
     let c = client(&s, "invoice-worker");
-    assert_eq!(c.owner.namespace, "billing");
+    assert_eq!(&*c.owner.namespace, "billing");
     assert_eq!(
         strs(&c.audiences),
         [
@@ -150,7 +151,7 @@ fn policy_managed_proxy() {
     let s = load("policy-managed-proxy");
     let c = client(&s, "payments-proxy-key");
     assert_eq!(c.kind, ClientKind::ProxyKey);
-    assert_eq!(c.owner.name, "payments");
+    assert_eq!(&*c.owner.name, "payments");
     assert_eq!(strs(&c.audiences), ["https://api.example.com/payments"]);
     assert!(authenticates(c, "payments-proxy-demo-secret"));
     assert!(
@@ -224,7 +225,7 @@ fn opaque_introspection() {
     assert!(client(&s, "ledger-gateway").may_call("https://api.example.com/ledger"));
     assert_eq!(
         s.audience_owner("https://api.example.com/ledger")
-            .map(|o| o.name.as_str()),
+            .map(|o| &*o.name),
         Some("ledger")
     );
 }

@@ -233,7 +233,7 @@ fn client_id_conflict_the_older_keeps_it() {
     let y = "apiVersion: tessera.dev/v1alpha1\nkind: Credential\nmetadata: {name: young, creationTimestamp: '2026-02-01T00:00:00Z'}\nspec: {clientId: same, secretRef: {name: s}, policyRef: {name: acl}, acl: [b]}\n---\napiVersion: tessera.dev/v1alpha1\nkind: Credential\nmetadata: {name: zold, creationTimestamp: '2026-01-01T00:00:00Z'}\nspec: {clientId: same, secretRef: {name: s}, policyRef: {name: acl}, acl: [a]}\n";
     let s = with(y);
     assert_eq!(
-        s.client("same").expect("held").owner.name,
+        &*s.client("same").expect("held").owner.name,
         "zold",
         "older, although later in the input and by name"
     );
@@ -271,7 +271,7 @@ fn audiences_are_unique_across_namespaces() {
         [Reason::AudienceConflict]
     );
     assert_eq!(
-        s.audience_owner("aud-a").map(|o| o.namespace.as_str()),
+        s.audience_owner("aud-a").map(|o| &*o.namespace),
         Some("default")
     );
 }

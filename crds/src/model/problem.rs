@@ -1,6 +1,8 @@
 //! Problems the model finds, per object: what becomes each object's `Ready` condition.
 
-use std::collections::BTreeMap;
+use foldhash::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
 
 /// The four kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -33,9 +35,20 @@ pub struct ObjectRef {
     /// Its kind.
     pub kind: Kind,
     /// Its namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// Its name.
-    pub name: String,
+    pub name: Arc<str>,
+}
+
+impl ObjectRef {
+    /// A reference to an object.
+    pub fn new(kind: Kind, namespace: &str, name: &str) -> Self {
+        Self {
+            kind,
+            namespace: Arc::from(namespace),
+            name: Arc::from(name),
+        }
+    }
 }
 
 impl std::fmt::Display for ObjectRef {
@@ -126,14 +139,24 @@ impl std::fmt::Display for Problem {
 }
 
 /// Every object the model saw, with its problems (empty when it is fully served).
+///
+/// A hash map: the model registers every object on every rebuild (100,000s), while listing them
+/// in order is rare (readiness details, status writes) and sorts then.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
-    objects: BTreeMap<ObjectRef, Vec<Problem>>,
+    objects: HashMap<ObjectRef, Vec<Problem>>,
 }
 
 impl Report {
-    pub(crate) fn seen(&mut self, obj: ObjectRef) {
-        self.objects.entry(obj).or_default();
+    /// Registers an object; false if it was registered already.
+    pub(crate) fn seen(&mut self, obj: ObjectRef) -> bool {
+        match self.objects.entry(obj) {
+            Entry::Vacant(v) => {
+                v.insert(Vec::new());
+                true
+            }
+            Entry::Occupied(_) => false,
+        }
     }
 
     pub(crate) fn add(
@@ -161,14 +184,16 @@ impl Report {
         self.objects.get(obj).map(Vec::as_slice)
     }
 
-    /// Every object with its problems, in kind/namespace/name order.
+    /// Every object with its problems, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&ObjectRef, &[Problem])> {
         self.objects.iter().map(|(k, v)| (k, v.as_slice()))
     }
 
-    /// Objects with at least one problem.
-    pub fn with_problems(&self) -> impl Iterator<Item = (&ObjectRef, &[Problem])> {
-        self.iter().filter(|(_, p)| !p.is_empty())
+    /// Objects with at least one problem, in kind/namespace/name order.
+    pub fn with_problems(&self) -> Vec<(&ObjectRef, &[Problem])> {
+        let mut v: Vec<_> = self.iter().filter(|(_, p)| !p.is_empty()).collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        v
     }
 
     /// How many objects were seen.

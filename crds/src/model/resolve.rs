@@ -11,10 +11,10 @@ use crate::manifest::{DEFAULT_NAMESPACE, Resource};
 use crate::secret::{CLIENT_SECRET_KEY, Verifier, VerifierKey};
 use crate::validate::{self, DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL, FieldProblem};
 use crate::{ApiProxy, AuthPolicy, Credential, Role};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// The input of [`resolve`]: every object of the four kinds, and the Secrets they may reference.
@@ -77,11 +77,7 @@ fn key(meta: &ObjectMeta) -> Key<'_> {
 
 fn object_ref(kind: Kind, meta: &ObjectMeta) -> ObjectRef {
     let (ns, name) = key(meta);
-    ObjectRef {
-        kind,
-        namespace: ns.to_owned(),
-        name: name.to_owned(),
-    }
+    ObjectRef::new(kind, ns, name)
 }
 
 /// Sort key for "the older keeps it": creation time first (objects read from files have none
@@ -222,7 +218,7 @@ struct SecretSource<'s> {
 /// Candidate client before client_id conflicts are settled.
 struct Candidate<'a> {
     age: (bool, Option<Timestamp>, Kind, &'a str, &'a str),
-    client: Client,
+    client: Arc<Client>,
 }
 
 /// Resolves resources into a [`Snapshot`]: clients indexed by client_id, and problems per object.
@@ -259,37 +255,42 @@ pub fn resolve(set: &ResourceSet, verifier_key: &VerifierKey, now: Timestamp) ->
         }
     }
 
-    // The older object keeps a contested client_id.
-    candidates.sort_unstable_by(|a, b| a.age.cmp(&b.age));
-    let mut clients: HashMap<String, Arc<Client>> = HashMap::with_capacity(candidates.len());
+    // The older object keeps a contested client_id: one pass, comparing ages only on a conflict.
+    let mut held: HashMap<String, Candidate<'_>> = HashMap::with_capacity(candidates.len());
+    let mut losers = Vec::new();
     for cand in candidates {
-        if let Some(holder) = clients.get(&cand.client.client_id) {
-            let msg = format!(
-                "client_id is already used by the older {}; choose another clientId",
-                holder.owner
-            );
-            let field = match cand.client.kind {
-                ClientKind::Credential => "spec.clientId",
-                ClientKind::ProxyKey => "spec.proxyKey.clientId",
-            };
-            cx.report
-                .add(&cand.client.owner, Reason::ClientIdConflict, field, msg);
-            continue;
+        match held.entry(cand.client.client_id.clone()) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(cand);
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let loser = if cand.age < o.get().age {
+                    o.insert(cand)
+                } else {
+                    cand
+                };
+                losers.push(loser);
+            }
         }
-        clients.insert(cand.client.client_id.clone(), Arc::new(cand.client));
     }
+    for loser in losers {
+        let holder = &held[&loser.client.client_id].client.owner;
+        let msg =
+            format!("client_id is already used by the older {holder}; choose another clientId");
+        let field = match loser.client.kind {
+            ClientKind::Credential => "spec.clientId",
+            ClientKind::ProxyKey => "spec.proxyKey.clientId",
+        };
+        cx.report
+            .add(&loser.client.owner, Reason::ClientIdConflict, field, msg);
+    }
+    let clients: HashMap<String, Arc<Client>> =
+        held.into_iter().map(|(id, c)| (id, c.client)).collect();
 
     let mut audiences = HashMap::with_capacity(proxies.len());
     for (k, p) in &proxies {
         if let ProxyState::Serving(aud) = p {
-            audiences.insert(
-                aud.clone(),
-                ObjectRef {
-                    kind: Kind::ApiProxy,
-                    namespace: k.0.to_owned(),
-                    name: k.1.to_owned(),
-                },
-            );
+            audiences.insert(aud.clone(), ObjectRef::new(Kind::ApiProxy, k.0, k.1));
         }
     }
     let counts = Counts {
@@ -360,11 +361,7 @@ fn resolve_policies<'a>(
 /// Loads a user pool; entries that are not argon2id PHC strings are reported and left out.
 fn user_pool(cx: &mut Ctx<'_>, r: &ObjectRef, secret_name: &str) -> UserPool {
     let mut pool = UserPool::default();
-    let Some(secret) = cx
-        .secrets
-        .get(&(r.namespace.as_str(), secret_name))
-        .copied()
-    else {
+    let Some(secret) = cx.secrets.get(&(&*r.namespace, secret_name)).copied() else {
         cx.report.add(r, Reason::SecretNotFound, "spec.userPool.name", format!("user pool Secret {secret_name} not found in namespace {}; create it (keys: usernames, values: argon2id hashes) — until then the password grant authenticates nobody", r.namespace));
         return pool;
     };
@@ -587,7 +584,7 @@ fn credential_client<'a>(
         .and_then(|t| t.parse::<Timestamp>().ok());
     Some(Candidate {
         age: age(Kind::Credential, &c.metadata),
-        client: Client {
+        client: Arc::new(Client {
             client_id,
             owner: r,
             kind: ClientKind::Credential,
@@ -599,7 +596,7 @@ fn credential_client<'a>(
             mtls: s.mtls.clone(),
             expires_at,
             not_before,
-        },
+        }),
     })
 }
 
@@ -666,7 +663,7 @@ fn proxy_key_client<'a>(
     let scopes = scopes_by_proxy.get(&k).cloned().unwrap_or_default();
     Some(Candidate {
         age: age(Kind::ApiProxy, &p.metadata),
-        client: Client {
+        client: Arc::new(Client {
             client_id,
             owner: r,
             kind: ClientKind::ProxyKey,
@@ -678,6 +675,6 @@ fn proxy_key_client<'a>(
             mtls: None,
             expires_at: None,
             not_before: None,
-        },
+        }),
     })
 }

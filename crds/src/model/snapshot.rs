@@ -6,8 +6,9 @@ use crate::auth_policy::{
 };
 use crate::credential::MtlsBinding;
 use crate::secret::{Verifier, VerifierKey};
+use foldhash::HashMap;
 use jiff::Timestamp;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
