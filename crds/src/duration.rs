@@ -42,7 +42,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     // Each unit may appear once and only after the larger ones.
     for (unit, secs) in [('h', 3600u64), ('m', 60), ('s', 1)] {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 || rest[digits..].chars().next() != Some(unit) {
+        if digits == 0 || !rest[digits..].starts_with(unit) {
             continue;
         }
         if digits > 12 {

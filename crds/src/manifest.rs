@@ -4,6 +4,10 @@
 //! manifests may hold a Deployment too) but reported; an unknown kind or version in the
 //! `tessera.dev` group is an error, since it is almost certainly a typo.
 
+// Errors are rare (a bad file) and carry the file, object and field users need; their size does
+// not matter on this path.
+#![allow(clippy::result_large_err)]
+
 use crate::{ApiProxy, AuthPolicy, Credential, Role};
 use k8s_openapi::api::core::v1::Secret;
 use serde::de::DeserializeOwned;
@@ -135,6 +139,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<Parsed, ManifestError> {
     Ok(parsed)
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Outcome {
     Resource(Resource),
     Skipped(String),

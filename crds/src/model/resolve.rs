@@ -171,7 +171,7 @@ impl<'a> Ctx<'a> {
             src.field.to_owned()
         };
         match self.secret_value(&r.namespace, &name, &data_key) {
-            SecretLookup::Found(v) if v.is_empty() => {
+            SecretLookup::Found([]) => {
                 self.report.add(
                     r,
                     Reason::Invalid,
@@ -441,12 +441,13 @@ fn resolve_proxies<'a>(cx: &mut Ctx<'a>, set: &'a ResourceSet) -> HashMap<Key<'a
 }
 
 type RoleGrant = (Arc<str>, Vec<Arc<str>>);
+type ScopesByProxy<'a> = HashMap<Key<'a>, Vec<Arc<str>>>;
 
 fn resolve_roles<'a>(
     cx: &mut Ctx<'a>,
     set: &'a ResourceSet,
     proxies: &HashMap<Key<'a>, ProxyState>,
-) -> (HashMap<Key<'a>, RoleGrant>, HashMap<Key<'a>, Vec<Arc<str>>>) {
+) -> (HashMap<Key<'a>, RoleGrant>, ScopesByProxy<'a>) {
     let mut roles = HashMap::with_capacity(set.roles.len());
     let mut scopes_by_proxy: HashMap<Key<'a>, Vec<Arc<str>>> = HashMap::new();
     for role in &set.roles {
