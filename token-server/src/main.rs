@@ -1,1 +1,2 @@
+//! Tessera token server binary.
 fn main() {}

@@ -1,0 +1,4 @@
+//! Tessera token server.
+#![forbid(unsafe_code)]
+
+pub mod token;

@@ -1,0 +1,3 @@
+//! Token formats and keys.
+
+pub mod keys;

@@ -1,0 +1,688 @@
+//! The key set: JWT signing keys, the AEAD keys that seal opaque and refresh tokens, and the key
+//! client-secret verifiers are computed under.
+//!
+//! On disk (a Secret named `tessera-keys`, data key `keyset.json`; the operator writes the same),
+//! it is JSON:
+//!
+//! ```json
+//! {
+//!   "version": 1,
+//!   "signing": [{"kid": "es256-20261122", "alg": "ES256", "pkcs8": "<base64 DER>",
+//!                "activeFrom": "2026-11-22T10:00:00Z", "retireAfter": null}],
+//!   "encryption": [{"kid": "enc-20261122", "key": "<base64 32 bytes>", "createdAt": "2026-11-22T10:00:00Z"}],
+//!   "verifierKey": "<base64 32 bytes>"
+//! }
+//! ```
+//!
+//! A signing key is published in the JWKS as soon as it is in the set and until `retireAfter`;
+//! it signs from `activeFrom` (the newest active key per algorithm signs). Publishing before
+//! signing is how rotation avoids breaking validators that cached the JWKS. The newest encryption
+//! key seals; every one listed still opens.
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::signature::{
+    self, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use tessera_crds::auth_policy::SigningAlgorithm;
+use tessera_crds::secret::VerifierKey;
+
+/// Version of the key-set format.
+pub const FORMAT_VERSION: u32 = 1;
+/// Data key of the key set in its Secret.
+pub const SECRET_DATA_KEY: &str = "keyset.json";
+
+/// The key set as stored. Its `Debug` shows kids only.
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeySetFile {
+    /// Format version, 1.
+    pub version: u32,
+    /// Signing keys.
+    pub signing: Vec<SigningKeyFile>,
+    /// Encryption keys for opaque and refresh tokens.
+    pub encryption: Vec<EncryptionKeyFile>,
+    /// Base64 key for client-secret verifiers.
+    pub verifier_key: String,
+}
+
+impl std::fmt::Debug for KeySetFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySetFile")
+            .field("version", &self.version)
+            .field("signing", &self.signing)
+            .field("encryption", &self.encryption)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One signing key as stored.
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SigningKeyFile {
+    /// Key id (`kid`).
+    pub kid: String,
+    /// Algorithm.
+    pub alg: SigningAlgorithm,
+    /// Base64 PKCS#8 DER private key.
+    pub pkcs8: String,
+    /// When it starts signing.
+    pub active_from: Timestamp,
+    /// When it leaves the JWKS (after the last token it signed has expired).
+    #[serde(default)]
+    pub retire_after: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for SigningKeyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyFile")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One encryption key as stored.
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EncryptionKeyFile {
+    /// Key id, carried in each sealed token.
+    pub kid: String,
+    /// Base64 256-bit AES-GCM key.
+    pub key: String,
+    /// Creation time: the newest key seals.
+    pub created_at: Timestamp,
+}
+
+impl std::fmt::Debug for EncryptionKeyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncryptionKeyFile")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a key set was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeySetError {
+    /// Not JSON of the documented shape.
+    #[error("key set is not valid JSON of the documented format: {0}")]
+    Format(#[from] serde_json::Error),
+    /// An unknown format version.
+    #[error("key set version {0} is not supported; this server reads version {FORMAT_VERSION}")]
+    Version(u32),
+    /// A key does not parse.
+    #[error("key `{kid}`: {message}")]
+    Key {
+        /// Its kid.
+        kid: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Two keys share a kid.
+    #[error("kid `{0}` is used by two keys; every key needs its own kid")]
+    DuplicateKid(String),
+    /// Nothing to seal with.
+    #[error("the key set has no encryption key; opaque and refresh tokens need one")]
+    NoEncryptionKey,
+    /// The verifier key is missing or short.
+    #[error("verifierKey must be base64 of at least 32 bytes")]
+    VerifierKey,
+    /// Key generation failed.
+    #[error("generating a key failed")]
+    Generate,
+}
+
+enum Pair {
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
+}
+
+/// A parsed signing key, ready to sign.
+pub struct SigningKey {
+    /// Key id.
+    pub kid: String,
+    /// Algorithm.
+    pub alg: SigningAlgorithm,
+    /// Signs from.
+    pub active_from: Timestamp,
+    /// Leaves the JWKS after.
+    pub retire_after: Option<Timestamp>,
+    /// base64url of the JOSE header `{"alg":…,"typ":"at+jwt","kid":…}`, computed once.
+    pub header_b64: String,
+    pair: Pair,
+    jwk: serde_json::Value,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Signs `message` (the JWS signing input).
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, aws_lc_rs::error::Unspecified> {
+        match &self.pair {
+            Pair::Ec(k) => Ok(k.sign(&self.rng, message)?.as_ref().to_vec()),
+            Pair::Ed(k) => Ok(k.sign(message).as_ref().to_vec()),
+            Pair::Rsa(k) => {
+                let mut sig = vec![0u8; k.public_modulus_len()];
+                k.sign(&signature::RSA_PKCS1_SHA256, &self.rng, message, &mut sig)?;
+                Ok(sig)
+            }
+        }
+    }
+
+    /// Verifies a signature made by this key.
+    pub fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
+        let (alg, public): (&dyn signature::VerificationAlgorithm, &[u8]) = match &self.pair {
+            Pair::Ec(k) => (&signature::ECDSA_P256_SHA256_FIXED, k.public_key().as_ref()),
+            Pair::Ed(k) => (&signature::ED25519, k.public_key().as_ref()),
+            Pair::Rsa(k) => (
+                &signature::RSA_PKCS1_2048_8192_SHA256,
+                k.public_key().as_ref(),
+            ),
+        };
+        signature::UnparsedPublicKey::new(alg, public)
+            .verify(message, sig)
+            .is_ok()
+    }
+
+    /// The public JWK.
+    pub fn jwk(&self) -> &serde_json::Value {
+        &self.jwk
+    }
+
+    fn published_at(&self, now: Timestamp) -> bool {
+        self.retire_after.is_none_or(|t| now < t)
+    }
+
+    fn active_at(&self, now: Timestamp) -> bool {
+        self.active_from <= now && self.published_at(now)
+    }
+}
+
+/// A parsed AEAD key.
+pub struct SealingKey {
+    /// Key id, carried in each sealed token.
+    pub kid: String,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// The AES-256-GCM key.
+    pub key: aws_lc_rs::aead::RandomizedNonceKey,
+}
+
+/// The parsed key set.
+pub struct KeySet {
+    signing: Vec<SigningKey>,
+    sealing: Vec<SealingKey>,
+    verifier_key: VerifierKey,
+    /// True if generated at start rather than read (tokens will not survive a restart).
+    pub ephemeral: bool,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySet")
+            .field("signing", &self.signing)
+            .field(
+                "sealing",
+                &self.sealing.iter().map(|k| &k.kid).collect::<Vec<_>>(),
+            )
+            .field("ephemeral", &self.ephemeral)
+            .finish_non_exhaustive()
+    }
+}
+
+fn jws_alg(alg: SigningAlgorithm) -> jsonwebtoken::Algorithm {
+    match alg {
+        SigningAlgorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+        SigningAlgorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+        SigningAlgorithm::EdDSA => jsonwebtoken::Algorithm::EdDSA,
+    }
+}
+
+fn parse_signing(f: &SigningKeyFile) -> Result<SigningKey, KeySetError> {
+    let err = |message: String| KeySetError::Key {
+        kid: f.kid.clone(),
+        message,
+    };
+    if f.kid.is_empty()
+        || f.kid.len() > 128
+        || !f
+            .kid
+            .bytes()
+            .all(|c| c.is_ascii_graphic() && c != b'"' && c != b'\\')
+    {
+        return Err(err(
+            "a kid has 1 to 128 printable ASCII characters, no quotes or backslashes".into(),
+        ));
+    }
+    let der = STANDARD
+        .decode(&f.pkcs8)
+        .map_err(|_| err("pkcs8 is not base64".into()))?;
+    let bad = |what: &str| err(format!("pkcs8 is not a PKCS#8 {what} private key"));
+    use jsonwebtoken::jwk::{
+        AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, OctetKeyPairParameters,
+        OctetKeyPairType,
+    };
+    let (pair, mut jwk) = match f.alg {
+        SigningAlgorithm::ES256 => {
+            let k = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+                .map_err(|_| bad("P-256"))?;
+            let enc = jsonwebtoken::EncodingKey::from_ec_der(&der);
+            let jwk = Jwk::from_encoding_key(&enc, jws_alg(f.alg))
+                .map_err(|e| err(format!("no public JWK: {e}")))?;
+            (Pair::Ec(k), jwk)
+        }
+        SigningAlgorithm::EdDSA => {
+            let k = Ed25519KeyPair::from_pkcs8(&der).map_err(|_| bad("Ed25519"))?;
+            // jsonwebtoken cannot derive an Ed25519 JWK from a PKCS#8 v2 key; the public key is
+            // all an OKP JWK holds (RFC 8037), so build it with its types from the parsed pair.
+            let mut jwk = Jwk {
+                common: Default::default(),
+                algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+                    key_type: OctetKeyPairType::OctetKeyPair,
+                    curve: EllipticCurve::Ed25519,
+                    x: URL_SAFE_NO_PAD.encode(k.public_key().as_ref()),
+                }),
+            };
+            jwk.common.key_algorithm = Some(KeyAlgorithm::EdDSA);
+            (Pair::Ed(k), jwk)
+        }
+        SigningAlgorithm::RS256 => {
+            let k = RsaKeyPair::from_pkcs8(&der).map_err(|_| bad("RSA"))?;
+            if k.public_modulus_len() < 256 {
+                return Err(err("RSA keys must have at least 2048 bits".into()));
+            }
+            // jsonwebtoken reads RSA keys as PKCS#1 for the JWK's public components.
+            let pkcs1 = rsa_pkcs1(&k).map_err(|_| bad("RSA"))?;
+            let enc = jsonwebtoken::EncodingKey::from_rsa_der(&pkcs1);
+            let jwk = Jwk::from_encoding_key(&enc, jws_alg(f.alg))
+                .map_err(|e| err(format!("no public JWK: {e}")))?;
+            (Pair::Rsa(k), jwk)
+        }
+    };
+    jwk.common.key_id = Some(f.kid.clone());
+    jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
+    let jwk = serde_json::to_value(&jwk).map_err(KeySetError::Format)?;
+    let header = serde_json::json!({"alg": f.alg.as_str(), "typ": "at+jwt", "kid": f.kid});
+    Ok(SigningKey {
+        kid: f.kid.clone(),
+        alg: f.alg,
+        active_from: f.active_from,
+        retire_after: f.retire_after,
+        header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
+        pair,
+        jwk,
+        rng: SystemRandom::new(),
+    })
+}
+
+/// PKCS#1 DER of an RSA key pair, via its PKCS#8 encoding.
+fn rsa_pkcs1(k: &RsaKeyPair) -> Result<Vec<u8>, KeySetError> {
+    let der =
+        AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(k).map_err(|_| KeySetError::Generate)?;
+    // PKCS#8 PrivateKeyInfo wraps the PKCS#1 RSAPrivateKey in its last OCTET STRING; aws-lc-rs
+    // re-encodes it for us when parsing the PKCS#1 form, so we find it by parsing candidates.
+    let bytes = der.as_ref();
+    for start in 0..bytes.len().saturating_sub(4) {
+        if bytes[start] == 0x04 {
+            let (len, hdr) = match bytes[start + 1] {
+                n if n < 0x80 => (n as usize, 2),
+                0x81 => (bytes[start + 2] as usize, 3),
+                0x82 => (
+                    ((bytes[start + 2] as usize) << 8) | bytes[start + 3] as usize,
+                    4,
+                ),
+                _ => continue,
+            };
+            if start + hdr + len == bytes.len() {
+                let inner = &bytes[start + hdr..];
+                if RsaKeyPair::from_der(inner).is_ok() {
+                    return Ok(inner.to_vec());
+                }
+            }
+        }
+    }
+    Err(KeySetError::Generate)
+}
+
+impl KeySet {
+    /// Parses a stored key set.
+    pub fn from_file(file: &KeySetFile) -> Result<KeySet, KeySetError> {
+        if file.version != FORMAT_VERSION {
+            return Err(KeySetError::Version(file.version));
+        }
+        let mut kids = std::collections::HashSet::new();
+        let mut signing = Vec::with_capacity(file.signing.len());
+        for f in &file.signing {
+            if !kids.insert(f.kid.as_str()) {
+                return Err(KeySetError::DuplicateKid(f.kid.clone()));
+            }
+            signing.push(parse_signing(f)?);
+        }
+        let mut sealing = Vec::with_capacity(file.encryption.len());
+        for f in &file.encryption {
+            if !kids.insert(f.kid.as_str()) {
+                return Err(KeySetError::DuplicateKid(f.kid.clone()));
+            }
+            let err = |m: &str| KeySetError::Key {
+                kid: f.kid.clone(),
+                message: m.into(),
+            };
+            if f.kid.is_empty()
+                || f.kid.len() > 64
+                || f.kid.contains('.')
+                || !f.kid.bytes().all(|c| c.is_ascii_graphic())
+            {
+                return Err(err(
+                    "an encryption kid has 1 to 64 printable ASCII characters and no `.`",
+                ));
+            }
+            let raw = STANDARD
+                .decode(&f.key)
+                .map_err(|_| err("key is not base64"))?;
+            if raw.len() != 32 {
+                return Err(err("key must be 32 bytes (AES-256-GCM)"));
+            }
+            let key = aws_lc_rs::aead::RandomizedNonceKey::new(&aws_lc_rs::aead::AES_256_GCM, &raw)
+                .map_err(|_| err("not an AES-256 key"))?;
+            sealing.push(SealingKey {
+                kid: f.kid.clone(),
+                created_at: f.created_at,
+                key,
+            });
+        }
+        if sealing.is_empty() {
+            return Err(KeySetError::NoEncryptionKey);
+        }
+        // Newest first: the first one seals.
+        sealing.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        let vk = STANDARD
+            .decode(&file.verifier_key)
+            .map_err(|_| KeySetError::VerifierKey)?;
+        if vk.len() < 32 {
+            return Err(KeySetError::VerifierKey);
+        }
+        Ok(KeySet {
+            signing,
+            sealing,
+            verifier_key: VerifierKey::new(vk),
+            ephemeral: false,
+        })
+    }
+
+    /// Parses the JSON form.
+    pub fn from_json(json: &[u8]) -> Result<KeySet, KeySetError> {
+        let file: KeySetFile = serde_json::from_slice(json)?;
+        KeySet::from_file(&file)
+    }
+
+    /// A fresh key set: one signing key per algorithm, active now, one encryption key and a
+    /// verifier key. Used when no key set is configured (tokens do not survive a restart) and by
+    /// the operator to start a set.
+    pub fn generate_file(now: Timestamp) -> Result<KeySetFile, KeySetError> {
+        let rng = SystemRandom::new();
+        let stamp = now.strftime("%Y%m%d%H%M%S").to_string();
+        let mut signing = Vec::new();
+        for alg in [
+            SigningAlgorithm::RS256,
+            SigningAlgorithm::ES256,
+            SigningAlgorithm::EdDSA,
+        ] {
+            let der: Vec<u8> = match alg {
+                SigningAlgorithm::ES256 => {
+                    EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                        .map_err(|_| KeySetError::Generate)?
+                        .as_ref()
+                        .to_vec()
+                }
+                SigningAlgorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng)
+                    .map_err(|_| KeySetError::Generate)?
+                    .as_ref()
+                    .to_vec(),
+                SigningAlgorithm::RS256 => {
+                    let k = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                        .map_err(|_| KeySetError::Generate)?;
+                    AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&k)
+                        .map_err(|_| KeySetError::Generate)?
+                        .as_ref()
+                        .to_vec()
+                }
+            };
+            let mut id = [0u8; 4];
+            rng.fill(&mut id).map_err(|_| KeySetError::Generate)?;
+            signing.push(SigningKeyFile {
+                kid: format!(
+                    "{}-{stamp}-{}",
+                    alg.as_str().to_lowercase(),
+                    URL_SAFE_NO_PAD.encode(id)
+                ),
+                alg,
+                pkcs8: STANDARD.encode(der),
+                active_from: now,
+                retire_after: None,
+            });
+        }
+        let mut enc = [0u8; 32];
+        let mut vk = [0u8; 32];
+        rng.fill(&mut enc).map_err(|_| KeySetError::Generate)?;
+        rng.fill(&mut vk).map_err(|_| KeySetError::Generate)?;
+        Ok(KeySetFile {
+            version: FORMAT_VERSION,
+            signing,
+            encryption: vec![EncryptionKeyFile {
+                kid: format!("enc-{stamp}"),
+                key: STANDARD.encode(enc),
+                created_at: now,
+            }],
+            verifier_key: STANDARD.encode(vk),
+        })
+    }
+
+    /// The key that signs for `alg` at `now`: the newest active one.
+    pub fn signer(&self, alg: SigningAlgorithm, now: Timestamp) -> Option<&SigningKey> {
+        self.signing
+            .iter()
+            .filter(|k| k.alg == alg && k.active_at(now))
+            .max_by_key(|k| k.active_from)
+    }
+
+    /// A published key by kid (for verifying tokens this server signed).
+    pub fn published(&self, kid: &str, now: Timestamp) -> Option<&SigningKey> {
+        self.signing
+            .iter()
+            .find(|k| k.kid == kid && k.published_at(now))
+    }
+
+    /// The JWKS document at `now`: every key not yet retired, including those not yet signing.
+    pub fn jwks(&self, now: Timestamp) -> serde_json::Value {
+        let keys: Vec<_> = self
+            .signing
+            .iter()
+            .filter(|k| k.published_at(now))
+            .map(|k| k.jwk.clone())
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+
+    /// The next time the JWKS or the signing key changes by the clock alone.
+    pub fn next_change(&self, now: Timestamp) -> Option<Timestamp> {
+        self.signing
+            .iter()
+            .flat_map(|k| [Some(k.active_from), k.retire_after])
+            .flatten()
+            .filter(|t| *t > now)
+            .min()
+    }
+
+    /// The key that seals new tokens.
+    pub fn sealing_key(&self) -> &SealingKey {
+        &self.sealing[0]
+    }
+
+    /// A key that opens tokens sealed under `kid`.
+    pub fn opening_key(&self, kid: &str) -> Option<&SealingKey> {
+        self.sealing.iter().find(|k| k.kid == kid)
+    }
+
+    /// The verifier key.
+    pub fn verifier_key(&self) -> &VerifierKey {
+        &self.verifier_key
+    }
+
+    /// Algorithms with a key signing at `now`.
+    pub fn algorithms(&self, now: Timestamp) -> Vec<SigningAlgorithm> {
+        let mut v: Vec<_> = self
+            .signing
+            .iter()
+            .filter(|k| k.active_at(now))
+            .map(|k| k.alg)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        "2026-11-22T12:00:00Z".parse().expect("ts")
+    }
+
+    #[test]
+    fn generated_sets_parse_sign_and_verify_for_every_algorithm() {
+        let file = KeySet::generate_file(now()).expect("generate");
+        let json = serde_json::to_vec(&file).expect("json");
+        let set = KeySet::from_json(&json).expect("parses");
+        for alg in [
+            SigningAlgorithm::RS256,
+            SigningAlgorithm::ES256,
+            SigningAlgorithm::EdDSA,
+        ] {
+            let k = set.signer(alg, now()).expect("a signer per algorithm");
+            let sig = k.sign(b"message").expect("signs");
+            assert!(k.verify(b"message", &sig));
+            assert!(!k.verify(b"massage", &sig));
+            assert_eq!(k.jwk()["kid"], k.kid.as_str());
+            assert_eq!(k.jwk()["use"], "sig");
+        }
+        assert_eq!(set.jwks(now())["keys"].as_array().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn pre_published_keys_are_in_the_jwks_before_they_sign_and_retired_ones_leave() {
+        let mut file = KeySet::generate_file(now()).expect("generate");
+        let mut next = KeySet::generate_file(now())
+            .expect("generate")
+            .signing
+            .remove(1);
+        next.kid = "es256-next".into();
+        next.active_from = "2026-11-22T12:30:00Z".parse().expect("ts");
+        file.signing[1].retire_after = Some("2026-11-22T13:30:00Z".parse().expect("ts"));
+        let old_kid = file.signing[1].kid.clone();
+        file.signing.push(next);
+        let set = KeySet::from_file(&file).expect("parses");
+        let kids = |t: Timestamp| -> Vec<String> {
+            set.jwks(t)["keys"]
+                .as_array()
+                .expect("keys")
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        };
+        assert!(
+            kids(now()).contains(&"es256-next".to_owned()),
+            "published before it signs"
+        );
+        assert_eq!(
+            set.signer(SigningAlgorithm::ES256, now())
+                .map(|k| k.kid.clone()),
+            Some(old_kid.clone())
+        );
+        let later: Timestamp = "2026-11-22T12:30:00Z".parse().expect("ts");
+        assert_eq!(
+            set.signer(SigningAlgorithm::ES256, later)
+                .map(|k| k.kid.as_str()),
+            Some("es256-next")
+        );
+        assert!(
+            kids(later).contains(&old_kid),
+            "the old key stays published"
+        );
+        let gone: Timestamp = "2026-11-22T13:30:00Z".parse().expect("ts");
+        assert!(!kids(gone).contains(&old_kid));
+        assert_eq!(set.next_change(now()), Some(later));
+    }
+
+    #[test]
+    fn bad_key_sets_are_refused_with_the_reason() {
+        let good = KeySet::generate_file(now()).expect("generate");
+        let mut f = good.clone();
+        f.version = 2;
+        assert!(matches!(
+            KeySet::from_file(&f),
+            Err(KeySetError::Version(2))
+        ));
+        let mut f = good.clone();
+        f.signing[1].pkcs8 = f.signing[0].pkcs8.clone();
+        assert!(
+            KeySet::from_file(&f)
+                .expect_err("rsa key as es256")
+                .to_string()
+                .contains("PKCS#8 P-256")
+        );
+        let mut f = good.clone();
+        f.signing[1].kid = f.signing[0].kid.clone();
+        assert!(matches!(
+            KeySet::from_file(&f),
+            Err(KeySetError::DuplicateKid(_))
+        ));
+        let mut f = good.clone();
+        f.encryption.clear();
+        assert!(matches!(
+            KeySet::from_file(&f),
+            Err(KeySetError::NoEncryptionKey)
+        ));
+        let mut f = good.clone();
+        f.encryption[0].key = STANDARD.encode([0u8; 16]);
+        assert!(
+            KeySet::from_file(&f)
+                .expect_err("short")
+                .to_string()
+                .contains("32 bytes")
+        );
+        let mut f = good;
+        f.verifier_key = "x".into();
+        assert!(matches!(
+            KeySet::from_file(&f),
+            Err(KeySetError::VerifierKey)
+        ));
+        assert!(matches!(
+            KeySet::from_json(b"{\"version\":1}"),
+            Err(KeySetError::Format(_))
+        ));
+    }
+
+    #[test]
+    fn debug_output_has_no_key_material() {
+        let file = KeySet::generate_file(now()).expect("generate");
+        let set = KeySet::from_file(&file).expect("parses");
+        let dbg = format!("{file:?}{set:?}");
+        assert!(!dbg.contains(&file.signing[0].pkcs8[..20]) && !dbg.contains(&file.verifier_key));
+    }
+}
