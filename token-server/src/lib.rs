@@ -1,4 +1,22 @@
-//! Tessera token server.
+//! Tessera token server: issues OAuth2 / JWT access tokens from the resolved model.
+//!
+//! ```text
+//! source (dir: folder of manifests, watched) ──► resolve ──► Served {Snapshot, KeySet, JWKS}
+//!                                                               │ ArcSwap (one atomic swap)
+//! request ─► http::request (limits, strict form) ─► http::client_auth ─► auth (verifier, lockout)
+//!         ─► grant::{client_credentials, password, refresh_token} ─► token::{jwt, sealed} ─► response
+//! admin: /healthz /readyz /metrics
+//! ```
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod grant;
+pub mod http;
+pub mod lockout;
+pub mod metrics;
+pub mod revocation;
+pub mod source;
+pub mod state;
 pub mod token;

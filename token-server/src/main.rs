@@ -1,2 +1,169 @@
-//! Tessera token server binary.
-fn main() {}
+//! Tessera token server binary: `token-server --source dir --dir examples/quickstart`.
+#![forbid(unsafe_code)]
+
+mod args;
+
+use anyhow::Context as _;
+use args::{Args, Command, LogFormat, ServeArgs, SourceKind};
+use clap::Parser;
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tessera_token_server::lockout::LockoutConfig;
+use tessera_token_server::source::dir::{self, DirLoader};
+use tessera_token_server::state::{AppState, Config};
+use tessera_token_server::token::keys::{KeySet, SECRET_DATA_KEY};
+use tessera_token_server::{admin, http};
+
+fn main() -> anyhow::Result<()> {
+    let Args { command, serve } = Args::parse();
+    match command {
+        Some(Command::HashPassword) => hash_password(),
+        Some(Command::GenerateKeys { name, namespace }) => generate_keys(&name, &namespace),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(run(serve)),
+    }
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    use argon2::PasswordHasher;
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("reading the password from standard input")?;
+    let password = input
+        .strip_suffix('\n')
+        .map(|s| s.strip_suffix('\r').unwrap_or(s))
+        .unwrap_or(&input);
+    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+    let hash = argon2::Argon2::default()
+        .hash_password(password.as_bytes())
+        .map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
+    println!("{hash}");
+    Ok(())
+}
+
+fn generate_keys(name: &str, namespace: &str) -> anyhow::Result<()> {
+    let file = KeySet::generate_file(jiff::Timestamp::now())?;
+    let json = serde_json::to_string(&file)?;
+    println!(
+        "# Tessera key set: signing keys (RS256, ES256, EdDSA), the token encryption key and the\n# client-secret verifier key. Keep it secret.\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\ntype: Opaque\nstringData:\n  {SECRET_DATA_KEY}: '{json}'"
+    );
+    Ok(())
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).context("--log is not a valid filter")?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let ServeArgs {
+        source,
+        dir,
+        keys_secret,
+        listen,
+        admin_listen,
+        issuer,
+        log_format,
+        log,
+        body_limit,
+        request_timeout_secs,
+        max_failed_auth_per_client,
+        max_failed_auth_per_address,
+        lockout_secs,
+        shutdown_grace_secs,
+    } = args;
+    init_logging(log_format, &log)?;
+    let config = Config {
+        issuer: issuer.clone(),
+        body_limit,
+        request_timeout: Duration::from_secs(request_timeout_secs),
+        lockout: LockoutConfig {
+            per_client: max_failed_auth_per_client,
+            per_address: max_failed_auth_per_address,
+            window: Duration::from_secs(lockout_secs),
+            ..LockoutConfig::default()
+        },
+    };
+    let state = AppState::new(config);
+
+    let api = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the API to {listen}"))?;
+    let admin_l = tokio::net::TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("binding the admin API to {admin_listen}"))?;
+    tracing::info!(api = %api.local_addr()?, admin = %admin_l.local_addr()?, %issuer, "listening");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let source_task = match source {
+        SourceKind::Dir => {
+            let dir = dir.context("--dir is required with --source dir")?;
+            anyhow::ensure!(dir.is_dir(), "--dir {}: not a folder", dir.display());
+            let loader = DirLoader::new(dir, keys_secret, issuer);
+            tokio::spawn(dir::run(state.clone(), loader, stopped(stop_rx.clone())))
+        }
+    };
+    let api_app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let api_task = tokio::spawn(
+        axum::serve(api, api_app)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let admin_task = tokio::spawn(
+        axum::serve(admin_l, admin::router(state.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+
+    shutdown_signal().await;
+    tracing::info!(
+        grace_secs = shutdown_grace_secs,
+        "shutting down: finishing in-flight requests"
+    );
+    let _ = stop_tx.send(true);
+    let drain = async {
+        let _ = api_task.await;
+        let _ = admin_task.await;
+        let _ = source_task.await;
+    };
+    if tokio::time::timeout(Duration::from_secs(shutdown_grace_secs), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; exiting with requests still open");
+    }
+    Ok(())
+}

@@ -1,3 +1,6 @@
-//! Token formats and keys.
+//! Token formats and keys: JWT access tokens, sealed opaque and refresh tokens, the key set.
 
+pub mod claims;
+pub mod jwt;
 pub mod keys;
+pub mod sealed;

@@ -204,6 +204,15 @@ pub struct UserPool {
     pub(crate) users: HashMap<String, String>,
 }
 
+impl FromIterator<(String, String)> for UserPool {
+    /// A pool from (username, argon2id PHC hash) pairs; used by tests and tools.
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        UserPool {
+            users: iter.into_iter().collect(),
+        }
+    }
+}
+
 impl UserPool {
     /// The argon2id PHC hash of a user.
     pub fn hash_of(&self, username: &str) -> Option<&str> {

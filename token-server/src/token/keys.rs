@@ -408,7 +408,7 @@ impl KeySet {
             return Err(KeySetError::NoEncryptionKey);
         }
         // Newest first: the first one seals.
-        sealing.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        sealing.sort_by_key(|k| std::cmp::Reverse(k.created_at));
         let vk = STANDARD
             .decode(&file.verifier_key)
             .map_err(|_| KeySetError::VerifierKey)?;

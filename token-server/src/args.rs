@@ -1,0 +1,101 @@
+//! Command line: every flag is also an environment variable.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Tessera token server.
+#[derive(Parser, Debug)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+pub struct Args {
+    /// A tool instead of the server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server options.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Tools.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Read a password on standard input and print its argon2id hash, for a user-pool Secret.
+    HashPassword,
+    /// Print a key-set Secret manifest (new signing keys for RS256, ES256, EdDSA, an encryption
+    /// key and a verifier key), for serving a folder with keys that survive restarts.
+    GenerateKeys {
+        /// Name of the Secret.
+        #[arg(long, default_value = "tessera-keys")]
+        name: String,
+        /// Namespace of the Secret.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+/// Where resources come from.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A folder of manifests, watched for changes.
+    Dir,
+}
+
+/// Log format.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Server options.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Where the resources come from.
+    #[arg(long, value_enum, default_value = "dir", env = "TESSERA_SOURCE")]
+    pub source: SourceKind,
+    /// The folder of manifests (`--source dir`).
+    #[arg(long, env = "TESSERA_DIR", required_if_eq("source", "dir"))]
+    pub dir: Option<PathBuf>,
+    /// Name of the Secret holding the key set (`keyset.json`).
+    #[arg(long, default_value = "tessera-keys", env = "TESSERA_KEYS_SECRET")]
+    pub keys_secret: String,
+    /// Address of the token API.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "TESSERA_LISTEN")]
+    pub listen: SocketAddr,
+    /// Address of the admin API (health, readiness, metrics).
+    #[arg(long, default_value = "0.0.0.0:9090", env = "TESSERA_ADMIN_LISTEN")]
+    pub admin_listen: SocketAddr,
+    /// The issuer: `iss` of every token and the base of discovery URLs.
+    #[arg(long, default_value = "http://localhost:8080", env = "TESSERA_ISSUER")]
+    pub issuer: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "plain", env = "TESSERA_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter (tracing-subscriber syntax), e.g. `info` or `tessera_token_server=debug`.
+    #[arg(long, default_value = "info", env = "TESSERA_LOG")]
+    pub log: String,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 16 * 1024, env = "TESSERA_BODY_LIMIT")]
+    pub body_limit: usize,
+    /// Longest a request may take, in seconds.
+    #[arg(long, default_value_t = 10, env = "TESSERA_REQUEST_TIMEOUT_SECS")]
+    pub request_timeout_secs: u64,
+    /// Failed client authentications per client_id per window before it is locked.
+    #[arg(long, default_value_t = 10, env = "TESSERA_MAX_FAILED_AUTH_PER_CLIENT")]
+    pub max_failed_auth_per_client: u32,
+    /// Failed client authentications per source address per window before it is locked.
+    #[arg(
+        long,
+        default_value_t = 100,
+        env = "TESSERA_MAX_FAILED_AUTH_PER_ADDRESS"
+    )]
+    pub max_failed_auth_per_address: u32,
+    /// Length of the failed-authentication window and of a lock, in seconds.
+    #[arg(long, default_value_t = 60, env = "TESSERA_LOCKOUT_SECS")]
+    pub lockout_secs: u64,
+    /// On SIGTERM, how long in-flight requests may finish, in seconds.
+    #[arg(long, default_value_t = 10, env = "TESSERA_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: u64,
+}

@@ -1,0 +1,105 @@
+//! Client authentication against the snapshot: constant-time secret checks, the policy's allowed
+//! methods, the gateway product's `-` secret for proxy keys, and the failed-attempt budget.
+
+use crate::error::OAuthError;
+use crate::http::client_auth::{ClientCredentials, Presented};
+use crate::lockout::Lockout;
+use crate::token::keys::KeySet;
+use jiff::Timestamp;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tessera_crds::auth_policy::ClientAuthMethod;
+use tessera_crds::model::{Client, ClientKind, Snapshot};
+
+/// The secret a proxy key sends for the password and refresh_token grants (the gateway product's
+/// convention: the users authenticate, the proxy key only names the API).
+pub const DASH: &str = "-";
+
+/// Everything authentication needs.
+pub struct AuthInput<'a> {
+    /// The snapshot.
+    pub snapshot: &'a Snapshot,
+    /// The keys (for the verifier key).
+    pub keys: &'a KeySet,
+    /// Budgets.
+    pub lockout: &'a Lockout,
+    /// Presented credentials.
+    pub creds: &'a ClientCredentials,
+    /// Source address.
+    pub addr: Option<IpAddr>,
+    /// Time.
+    pub now: Timestamp,
+    /// Monotonic time for the budgets.
+    pub instant: Instant,
+    /// The grant accepts `-` from a proxy key.
+    pub dash_allowed: bool,
+}
+
+fn method_of(p: Presented) -> Option<ClientAuthMethod> {
+    match p {
+        Presented::Basic => Some(ClientAuthMethod::ClientSecretBasic),
+        Presented::Post => Some(ClientAuthMethod::ClientSecretPost),
+        Presented::IdOnly => None,
+    }
+}
+
+/// Authenticates the client. Every failure is the same `invalid_client`, whether the client_id is
+/// unknown, disabled or the secret is wrong, and takes the same work (one keyed hash).
+pub fn authenticate(i: AuthInput<'_>) -> Result<Arc<Client>, OAuthError> {
+    let basic = i.creds.presented == Presented::Basic;
+    if let Some(retry_after) = i.lockout.check(&i.creds.client_id, i.addr, i.instant) {
+        return Err(OAuthError::TooManyRequests { retry_after });
+    }
+    let fail = || {
+        i.lockout
+            .record_failure(&i.creds.client_id, i.addr, i.instant);
+        OAuthError::InvalidClient {
+            description: "client authentication failed".into(),
+            basic,
+        }
+    };
+    let secret = i.creds.secret.as_deref();
+    let client = i
+        .snapshot
+        .client(&i.creds.client_id)
+        .filter(|c| c.is_active(i.now));
+    let Some(client) = client else {
+        // Same work as a real check, so timing does not tell unknown ids apart.
+        let _ = i
+            .keys
+            .verifier_key()
+            .verifier(secret.unwrap_or_default().as_bytes());
+        return Err(fail());
+    };
+    let dash = i.dash_allowed
+        && client.kind == ClientKind::ProxyKey
+        && matches!(secret, None | Some(DASH));
+    if !dash {
+        let Some(secret) = secret else {
+            return Err(fail());
+        };
+        if !client.check_secret(i.keys.verifier_key(), secret.as_bytes(), i.now) {
+            return Err(fail());
+        }
+        // The method is checked after the secret, so it tells nothing about unknown clients.
+        let method = method_of(i.creds.presented);
+        if !method.is_some_and(|m| client.policy.allows_auth(m)) {
+            let allowed: Vec<&str> = client
+                .policy
+                .auth_methods
+                .iter()
+                .map(|m| m.as_str())
+                .collect();
+            return Err(OAuthError::InvalidClient {
+                description: format!(
+                    "this client's policy does not allow {}; use one of: {}",
+                    method.map_or("a request without a secret", |m| m.as_str()),
+                    allowed.join(", ")
+                ),
+                basic,
+            });
+        }
+    }
+    Ok(client.clone())
+}

@@ -1,0 +1,185 @@
+//! The OAuth 2.0 error response (RFC 6749 §5.2, RFC 8707 `invalid_target`), as a type whose
+//! `IntoResponse` is pure: status, `Cache-Control: no-store`, `WWW-Authenticate` for a failed
+//! client authentication and `Retry-After` for a locked client.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// An error answered to a client. Descriptions are for the client developer: they name the
+/// parameter and the fix, and never echo a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OAuthError {
+    /// Malformed request: missing, duplicated or malformed parameter.
+    #[error("invalid_request: {0}")]
+    InvalidRequest(String),
+    /// Client authentication failed. `basic` is true when the client used HTTP Basic.
+    #[error("invalid_client: {description}")]
+    InvalidClient {
+        /// What failed, without saying whether the client exists.
+        description: String,
+        /// The client authenticated with HTTP Basic (answer with `WWW-Authenticate`).
+        basic: bool,
+    },
+    /// The grant (refresh token, user credentials) is invalid, expired or revoked.
+    #[error("invalid_grant: {0}")]
+    InvalidGrant(String),
+    /// The client may not use this grant or endpoint.
+    #[error("unauthorized_client: {0}")]
+    UnauthorizedClient(String),
+    /// The grant type is not supported.
+    #[error("unsupported_grant_type: {0}")]
+    UnsupportedGrantType(String),
+    /// The scope is invalid or exceeds what the client holds.
+    #[error("invalid_scope: {0}")]
+    InvalidScope(String),
+    /// A requested resource or audience is not one the client may call (RFC 8707).
+    #[error("invalid_target: {0}")]
+    InvalidTarget(String),
+    /// Too many failed authentications: locked until `retry_after` seconds have passed.
+    #[error("too many failed authentications; retry after {retry_after}s")]
+    TooManyRequests {
+        /// Seconds until the lock ends.
+        retry_after: u64,
+    },
+    /// The body is over the size limit.
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The method is not allowed on this endpoint.
+    #[error("method not allowed: {0}")]
+    MethodNotAllowed(&'static str),
+    /// The server has nothing to serve yet (no snapshot loaded).
+    #[error("temporarily_unavailable: {0}")]
+    Unavailable(String),
+    /// An internal failure; the description is logged, never sent.
+    #[error("server_error: {0}")]
+    ServerError(String),
+}
+
+impl OAuthError {
+    /// The `error` code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OAuthError::InvalidRequest(_)
+            | OAuthError::PayloadTooLarge { .. }
+            | OAuthError::MethodNotAllowed(_) => "invalid_request",
+            OAuthError::InvalidClient { .. } => "invalid_client",
+            OAuthError::InvalidGrant(_) => "invalid_grant",
+            OAuthError::UnauthorizedClient(_) => "unauthorized_client",
+            OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
+            OAuthError::InvalidScope(_) => "invalid_scope",
+            OAuthError::InvalidTarget(_) => "invalid_target",
+            OAuthError::TooManyRequests { .. } => "slow_down",
+            OAuthError::Unavailable(_) => "temporarily_unavailable",
+            OAuthError::ServerError(_) => "server_error",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            OAuthError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
+            OAuthError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            OAuthError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            OAuthError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            OAuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            OAuthError::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn description(&self) -> String {
+        match self {
+            OAuthError::ServerError(_) => {
+                "the server failed to handle the request; it has been logged".to_owned()
+            }
+            OAuthError::TooManyRequests { retry_after } => {
+                format!(
+                    "too many failed authentications for this client or address; retry after {retry_after} seconds"
+                )
+            }
+            OAuthError::PayloadTooLarge { limit } => {
+                format!("the request body is larger than {limit} bytes")
+            }
+            OAuthError::MethodNotAllowed(allowed) => format!("use {allowed} on this endpoint"),
+            OAuthError::InvalidRequest(d)
+            | OAuthError::InvalidGrant(d)
+            | OAuthError::UnauthorizedClient(d)
+            | OAuthError::UnsupportedGrantType(d)
+            | OAuthError::InvalidScope(d)
+            | OAuthError::InvalidTarget(d)
+            | OAuthError::Unavailable(d)
+            | OAuthError::InvalidClient { description: d, .. } => d.clone(),
+        }
+    }
+}
+
+/// Headers every token-endpoint response carries (RFC 6749 §5.1).
+pub fn no_store(headers: &mut axum::http::HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body =
+            serde_json::json!({ "error": self.code(), "error_description": self.description() });
+        let mut resp = (self.status(), axum::Json(body)).into_response();
+        let h = resp.headers_mut();
+        no_store(h);
+        match &self {
+            OAuthError::InvalidClient { basic, .. } => {
+                let v = if *basic {
+                    r#"Basic realm="tessera", error="invalid_client""#
+                } else {
+                    r#"Basic realm="tessera""#
+                };
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
+            }
+            OAuthError::TooManyRequests { retry_after } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            OAuthError::MethodNotAllowed(allowed) => {
+                h.insert(header::ALLOW, HeaderValue::from_static(allowed));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_follow_rfc6749() {
+        let r = OAuthError::InvalidClient {
+            description: "bad".into(),
+            basic: true,
+        }
+        .into_response();
+        assert_eq!(r.status(), 401);
+        assert!(
+            r.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .is_ok_and(|v| v.starts_with("Basic"))
+        );
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+        let r = OAuthError::TooManyRequests { retry_after: 42 }.into_response();
+        assert_eq!(
+            (
+                r.status().as_u16(),
+                r.headers()[header::RETRY_AFTER].to_str().ok()
+            ),
+            (429, Some("42"))
+        );
+        assert_eq!(OAuthError::InvalidTarget("x".into()).status(), 400);
+        assert_eq!(
+            OAuthError::ServerError("db exploded at 0xdead".into()).description(),
+            "the server failed to handle the request; it has been logged"
+        );
+    }
+}

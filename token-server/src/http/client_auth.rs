@@ -1,0 +1,212 @@
+//! Reading the client's credentials from a request: HTTP Basic (RFC 6749 §2.3.1, where id and
+//! secret are form-urlencoded before Base64) or the form body. Which one is allowed, and whether
+//! the secret is right, is decided against the snapshot in `crate::auth`.
+
+use super::form::Params;
+use crate::error::OAuthError;
+use axum::http::HeaderMap;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+/// How the client presented its credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented {
+    /// HTTP Basic.
+    Basic,
+    /// `client_id` and `client_secret` in the form.
+    Post,
+    /// Only `client_id` (a public request, e.g. the password grant of a proxy key with `-`).
+    IdOnly,
+}
+
+/// Client credentials as presented. Its `Debug` never prints the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientCredentials {
+    /// The client_id.
+    pub client_id: String,
+    /// The secret, if any.
+    pub secret: Option<String>,
+    /// How it was presented.
+    pub presented: Presented,
+}
+
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("client_id", &self.client_id)
+            .field("presented", &self.presented)
+            .finish_non_exhaustive()
+    }
+}
+
+fn form_decode(s: &str, what: &str) -> Result<String, OAuthError> {
+    // Reuse the strict form decoder on a single value.
+    let p = Params::parse(format!("v={s}").as_bytes()).map_err(|_| {
+        basic_err(&format!(
+            "the {what} in the Basic header is not form-urlencoded UTF-8"
+        ))
+    })?;
+    Ok(p.get("v").unwrap_or_default().to_owned())
+}
+
+fn basic_err(d: &str) -> OAuthError {
+    OAuthError::InvalidClient {
+        description: d.to_owned(),
+        basic: true,
+    }
+}
+
+/// Parses an `Authorization: Basic` header value.
+pub fn parse_basic(value: &str) -> Result<(String, String), OAuthError> {
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(basic_err(
+            "the Authorization header is not HTTP Basic; use Basic, or client_id and client_secret in the body",
+        ));
+    }
+    let raw = STANDARD
+        .decode(rest.trim())
+        .map_err(|_| basic_err("the Basic credentials are not valid Base64"))?;
+    let text =
+        String::from_utf8(raw).map_err(|_| basic_err("the Basic credentials are not UTF-8"))?;
+    let (id, secret) = text.split_once(':').ok_or_else(|| {
+        basic_err("the Basic credentials have no `:` between client_id and secret")
+    })?;
+    let id = form_decode(id, "client_id")?;
+    let secret = form_decode(secret, "client secret")?;
+    if id.is_empty() {
+        return Err(basic_err("the Basic credentials have an empty client_id"));
+    }
+    Ok((id, secret))
+}
+
+/// Reads the client's credentials from the Authorization header and the parameters.
+/// Two methods at once are refused (RFC 6749 §2.3: "MUST NOT use more than one").
+pub fn read(headers: &HeaderMap, params: &Params) -> Result<ClientCredentials, OAuthError> {
+    let form_id = params.get("client_id");
+    let form_secret = params.get("client_secret");
+    let auth = headers
+        .get_all(axum::http::header::AUTHORIZATION)
+        .iter()
+        .collect::<Vec<_>>();
+    if auth.len() > 1 {
+        return Err(OAuthError::InvalidRequest(
+            "more than one Authorization header".into(),
+        ));
+    }
+    if let Some(h) = auth.first() {
+        let v = h
+            .to_str()
+            .map_err(|_| basic_err("the Authorization header is not ASCII"))?;
+        let (id, secret) = parse_basic(v)?;
+        if form_secret.is_some() {
+            return Err(OAuthError::InvalidRequest(
+                "the client authenticated with both HTTP Basic and client_secret in the body; use one method".into(),
+            ));
+        }
+        if form_id.is_some_and(|f| f != id) {
+            return Err(OAuthError::InvalidRequest(
+                "client_id in the body differs from the one in the Basic header".into(),
+            ));
+        }
+        return Ok(ClientCredentials {
+            client_id: id,
+            secret: Some(secret),
+            presented: Presented::Basic,
+        });
+    }
+    match (form_id, form_secret) {
+        (Some(id), Some(secret)) => Ok(ClientCredentials { client_id: id.to_owned(), secret: Some(secret.to_owned()), presented: Presented::Post }),
+        (Some(id), None) => Ok(ClientCredentials { client_id: id.to_owned(), secret: None, presented: Presented::IdOnly }),
+        (None, Some(_)) => Err(OAuthError::InvalidRequest("client_secret without client_id; send both".into())),
+        (None, None) => Err(OAuthError::InvalidClient {
+            description: "no client authentication: use HTTP Basic, or client_id and client_secret in the body".into(),
+            basic: false,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn basic(id: &str, secret: &str) -> String {
+        // RFC 6749 §2.3.1: form-urlencode each part, then Base64 of `id:secret`.
+        let enc = |s: &str| -> String {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        format!(
+            "Basic {}",
+            STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
+        )
+    }
+
+    #[test]
+    fn basic_decodes_form_encoded_parts() {
+        for (id, secret) in [
+            ("app:1", "s%e+c:r et"),
+            ("ünïcode", "pässwörd€"),
+            ("plain", ""),
+        ] {
+            assert_eq!(
+                parse_basic(&basic(id, secret)).expect("parses"),
+                (id.to_owned(), secret.to_owned()),
+                "{id}"
+            );
+        }
+        // `+` in the encoded form is a space, as in any form value.
+        let raw = format!("Basic {}", STANDARD.encode("a+b:c+d"));
+        assert_eq!(
+            parse_basic(&raw).expect("parses"),
+            ("a b".to_owned(), "c d".to_owned())
+        );
+    }
+
+    #[test]
+    fn basic_rejects_malformed_headers() {
+        for bad in [
+            "Bearer abc",
+            "Basic !!!",
+            &format!("Basic {}", STANDARD.encode("no-colon")),
+            &format!("Basic {}", STANDARD.encode(":s")),
+            &format!("Basic {}", STANDARD.encode([0xffu8, b':', b'x'])),
+            &format!("Basic {}", STANDARD.encode("a%zz:b")),
+        ] {
+            assert!(
+                matches!(
+                    parse_basic(bad),
+                    Err(OAuthError::InvalidClient { basic: true, .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn two_methods_at_once_are_refused() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&basic("a", "b")).expect("header"),
+        );
+        let p = Params::parse(b"client_id=a&client_secret=b").expect("params");
+        assert!(
+            matches!(read(&h, &p), Err(OAuthError::InvalidRequest(m)) if m.contains("use one method"))
+        );
+        let p = Params::parse(b"client_id=other").expect("params");
+        assert!(matches!(read(&h, &p), Err(OAuthError::InvalidRequest(_))));
+        let p = Params::parse(b"client_id=a").expect("params");
+        assert_eq!(read(&h, &p).expect("ok").presented, Presented::Basic);
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let c = ClientCredentials {
+            client_id: "a".into(),
+            secret: Some("hunter2".into()),
+            presented: Presented::Post,
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,199 @@
+//! RFC 7662 introspection. The caller authenticates; it learns about a token only if the token was
+//! issued to it or names an audience it may call (a gateway introspecting tokens for its API).
+//! Anything else, including tokens that are invalid, expired or revoked, is `{"active": false}`.
+
+use super::request;
+use crate::auth::{AuthInput, authenticate};
+use crate::error::{OAuthError, no_store};
+use crate::revocation::{Mark, Revocations};
+use crate::state::{AppState, Served};
+use crate::token::claims::{AccessClaims, RefreshClaims};
+use crate::token::{jwt, sealed};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use std::time::Instant;
+use tessera_crds::model::Client;
+
+/// A token this server issued, opened and verified.
+pub enum Found {
+    /// An access token (JWT or opaque).
+    Access(AccessClaims, &'static str),
+    /// A refresh token.
+    Refresh(RefreshClaims),
+}
+
+/// Opens or verifies a token of any kind this server issues.
+pub fn find(served: &Served, issuer: &str, token: &str, now: Timestamp) -> Option<Found> {
+    if token.starts_with("trt.") {
+        return sealed::open(&served.keys, sealed::Kind::Refresh, token).map(Found::Refresh);
+    }
+    if token.starts_with("tat.") {
+        return sealed::open(&served.keys, sealed::Kind::Access, token)
+            .map(|c| Found::Access(c, "opaque"));
+    }
+    if token.len() > sealed::MAX_SEALED_LEN {
+        return None;
+    }
+    let jws = jwt::parse_unverified(token)?;
+    let key = served.keys.published(&jws.kid, now)?;
+    if !key.verify(jws.signing_input.as_bytes(), &jws.signature) {
+        return None;
+    }
+    let claims: AccessClaims = serde_json::from_slice(&jws.payload).ok()?;
+    (claims.iss == issuer).then_some(Found::Access(claims, "jwt"))
+}
+
+fn client_still_valid(served: &Served, client_id: &str, iat: i64, now: Timestamp) -> bool {
+    served
+        .snapshot
+        .client(client_id)
+        .is_some_and(|c| c.is_active(now) && c.not_before.is_none_or(|nb| iat >= nb.as_second()))
+}
+
+/// The introspection answer for `caller`.
+pub fn inspect(
+    served: &Served,
+    issuer: &str,
+    caller: &Client,
+    token: &str,
+    now: Timestamp,
+    revocations: &Revocations,
+) -> Value {
+    let inactive = json!({ "active": false });
+    let t = now.as_second();
+    match find(served, issuer, token, now) {
+        Some(Found::Access(c, format)) => {
+            let live = c.exp.is_none_or(|e| e > t) && c.nbf <= t + 60;
+            let revoked = revocations.get(&c.jti, t) == Some(Mark::Revoked);
+            let allowed = caller.client_id == c.client_id
+                || c.aud.as_slice().iter().any(|a| caller.may_call(a));
+            if !live || revoked || !allowed || !client_still_valid(served, &c.client_id, c.iat, now)
+            {
+                return inactive;
+            }
+            let mut v = json!({
+                "active": true,
+                "client_id": c.client_id,
+                "token_type": "Bearer",
+                "sub": c.sub,
+                "aud": c.aud,
+                "iss": c.iss,
+                "iat": c.iat,
+                "nbf": c.nbf,
+                "jti": c.jti,
+                "tessera_format": format,
+            });
+            if let Some(obj) = v.as_object_mut() {
+                if let Some(exp) = c.exp {
+                    obj.insert("exp".into(), exp.into());
+                }
+                if let Some(scope) = &c.scope {
+                    obj.insert("scope".into(), scope.clone().into());
+                }
+                if let Some(cnf) = &c.cnf {
+                    obj.insert("cnf".into(), json!({ "x5t#S256": cnf.x5t_s256 }));
+                }
+                for (k, val) in &c.extra {
+                    obj.entry(k.clone()).or_insert_with(|| val.clone().into());
+                }
+            }
+            v
+        }
+        Some(Found::Refresh(r)) => {
+            let chain_revoked =
+                revocations.get(&format!("chain:{}", r.chain), t) == Some(Mark::Revoked);
+            let used = revocations.get(&r.jti, t).is_some();
+            if r.exp <= t
+                || chain_revoked
+                || used
+                || caller.client_id != r.client_id
+                || !client_still_valid(served, &r.client_id, r.iat, now)
+            {
+                return inactive;
+            }
+            let mut v = json!({
+                "active": true,
+                "client_id": r.client_id,
+                "token_type": "refresh_token",
+                "sub": r.sub,
+                "aud": r.aud,
+                "scope": r.scope.join(" "),
+                "iat": r.iat,
+                "exp": r.exp,
+                "iss": issuer,
+            });
+            if let (Some(obj), Some(u)) = (v.as_object_mut(), &r.username) {
+                obj.insert("username".into(), u.clone().into());
+            }
+            v
+        }
+        None => inactive,
+    }
+}
+
+/// `POST /oauth2/introspect`.
+pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
+    let started = Instant::now();
+    let result = process(&st, req).await;
+    st.metrics.record_request(
+        "/oauth2/introspect",
+        "none",
+        result.as_ref().err(),
+        started.elapsed(),
+    );
+    match result {
+        Ok(v) => {
+            let mut resp = axum::Json(v).into_response();
+            no_store(resp.headers_mut());
+            resp
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Authenticates the caller the same way the token endpoint does.
+pub async fn authenticated(
+    st: &AppState,
+    req: Request,
+) -> Result<
+    (
+        std::sync::Arc<Served>,
+        std::sync::Arc<Client>,
+        request::OAuthRequest,
+        Timestamp,
+    ),
+    OAuthError,
+> {
+    let served = st.served.load_full().ok_or_else(|| {
+        OAuthError::Unavailable("the token server has not loaded its configuration yet".into())
+    })?;
+    let req = request::read(req, st.config.body_limit, false).await?;
+    let creds = super::client_auth::read(&req.headers, &req.params)?;
+    let now = (st.clock)();
+    let client = authenticate(AuthInput {
+        snapshot: &served.snapshot,
+        keys: &served.keys,
+        lockout: &st.lockout,
+        creds: &creds,
+        addr: req.addr,
+        now,
+        instant: Instant::now(),
+        dash_allowed: false,
+    })?;
+    Ok((served, client, req, now))
+}
+
+async fn process(st: &AppState, req: Request) -> Result<Value, OAuthError> {
+    let (served, client, req, now) = authenticated(st, req).await?;
+    let token = req.params.require("token")?;
+    Ok(inspect(
+        &served,
+        &st.config.issuer,
+        &client,
+        token,
+        now,
+        &st.revocations,
+    ))
+}

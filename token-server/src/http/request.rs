@@ -1,0 +1,89 @@
+//! Reading an OAuth request: method, content type, size limit, and strict form decoding.
+
+use super::form::Params;
+use crate::error::OAuthError;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderMap, Method, header};
+use std::net::{IpAddr, SocketAddr};
+
+/// A decoded request.
+pub struct OAuthRequest {
+    /// Parameters, from the form body (POST) or the query (GET).
+    pub params: Params,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// The peer's address, when served over a socket.
+    pub addr: Option<IpAddr>,
+    /// The parameters came in the URL (GET); allowed only where the client's policy says so.
+    pub via_query: bool,
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// Reads the request. `allow_get` is true on the token endpoints (the policy then decides).
+pub async fn read(req: Request, limit: usize, allow_get: bool) -> Result<OAuthRequest, OAuthError> {
+    let addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let (parts, body) = req.into_parts();
+    let query = parts.uri.query().unwrap_or_default();
+    match parts.method {
+        Method::POST => {
+            if !query.is_empty() {
+                return Err(OAuthError::InvalidRequest(
+                    "parameters in the URL are not accepted with POST; send them in the form body"
+                        .into(),
+                ));
+            }
+            if !is_form(&parts.headers) {
+                return Err(OAuthError::InvalidRequest(
+                    "the body must be sent with Content-Type: application/x-www-form-urlencoded"
+                        .into(),
+                ));
+            }
+            let declared = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > limit as u64) {
+                return Err(OAuthError::PayloadTooLarge { limit });
+            }
+            let bytes = axum::body::to_bytes(body, limit)
+                .await
+                .map_err(|_| OAuthError::PayloadTooLarge { limit })?;
+            Ok(OAuthRequest {
+                params: Params::parse(&bytes)?,
+                headers: parts.headers,
+                addr,
+                via_query: false,
+            })
+        }
+        Method::GET if allow_get => {
+            if query.len() > limit {
+                return Err(OAuthError::PayloadTooLarge { limit });
+            }
+            Ok(OAuthRequest {
+                params: Params::parse(query.as_bytes())?,
+                headers: parts.headers,
+                addr,
+                via_query: true,
+            })
+        }
+        _ => Err(OAuthError::MethodNotAllowed(if allow_get {
+            "POST (or GET where the policy allows URL parameters)"
+        } else {
+            "POST"
+        })),
+    }
+}

@@ -1,0 +1,75 @@
+//! RFC 7009 revocation. A client revokes its own tokens: a refresh token (and with it the whole
+//! chain it belongs to), or an access token (introspection then answers inactive; JWTs already
+//! handed to offline validators stay valid until they expire, which is why they are short-lived).
+//! An invalid or unknown token is answered 200, as the RFC requires.
+
+use super::introspect::{Found, authenticated, find};
+use crate::error::{OAuthError, no_store};
+use crate::revocation::Mark;
+use crate::state::AppState;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use std::time::Instant;
+
+/// `POST /oauth2/revoke`.
+pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
+    let started = Instant::now();
+    let result = process(&st, req).await;
+    st.metrics.record_request(
+        "/oauth2/revoke",
+        "none",
+        result.as_ref().err(),
+        started.elapsed(),
+    );
+    match result {
+        Ok(()) => {
+            let mut resp = StatusCode::OK.into_response();
+            no_store(resp.headers_mut());
+            resp
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn process(st: &AppState, req: Request) -> Result<(), OAuthError> {
+    let (served, client, req, now) = authenticated(st, req).await?;
+    let token = req.params.require("token")?;
+    if let Some(hint) = req.params.get("token_type_hint")
+        && !matches!(hint, "access_token" | "refresh_token")
+    {
+        return Err(OAuthError::InvalidRequest(format!(
+            "token_type_hint `{}` is not one of access_token, refresh_token",
+            hint.chars().take(32).collect::<String>()
+        )));
+    }
+    let t = now.as_second();
+    match find(&served, &st.config.issuer, token, now) {
+        Some(Found::Refresh(r)) => {
+            if r.client_id != client.client_id {
+                return Err(OAuthError::UnauthorizedClient(
+                    "the token was issued to another client".into(),
+                ));
+            }
+            st.revocations.mark(
+                &format!("chain:{}", r.chain),
+                Mark::Revoked,
+                r.exp.max(t) + 86_400,
+                t,
+            );
+            st.revocations.mark(&r.jti, Mark::Revoked, r.exp, t);
+        }
+        Some(Found::Access(c, _)) => {
+            if c.client_id != client.client_id {
+                return Err(OAuthError::UnauthorizedClient(
+                    "the token was issued to another client".into(),
+                ));
+            }
+            // Immortal tokens are remembered for a year; revoke the Credential to end them all.
+            st.revocations
+                .mark(&c.jti, Mark::Revoked, c.exp.unwrap_or(t + 365 * 86_400), t);
+        }
+        None => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! The token endpoints: `/oauth2/token` (and `/connect/token`) for every client, and the
+//! gateway-compatible `/auth/{jwt,token}` (proxy keys) and `/credential/{jwt,token}` (Credentials).
+//!
+//! extract (limits, form) → authenticate client → check endpoint, method, grant → grant → respond
+
+use super::request;
+use crate::auth::{AuthInput, authenticate};
+use crate::error::{OAuthError, no_store};
+use crate::grant::{GrantCtx, client_credentials, password, refresh_token, response};
+use crate::state::AppState;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use std::time::Instant;
+use tessera_crds::auth_policy::{GrantType, TokenType};
+use tessera_crds::model::{Client, ClientKind};
+
+/// Which token endpoint was called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/oauth2/token`, `/connect/token`: any client.
+    OAuth2,
+    /// `/auth/jwt`: proxy keys of JWT policies.
+    AuthJwt,
+    /// `/auth/token`: proxy keys of OAuth2 (opaque) policies.
+    AuthToken,
+    /// `/credential/jwt`: Credentials of JWT policies.
+    CredentialJwt,
+    /// `/credential/token`: Credentials of OAuth2 policies.
+    CredentialToken,
+}
+
+impl Endpoint {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::OAuth2 => "/oauth2/token",
+            Endpoint::AuthJwt => "/auth/jwt",
+            Endpoint::AuthToken => "/auth/token",
+            Endpoint::CredentialJwt => "/credential/jwt",
+            Endpoint::CredentialToken => "/credential/token",
+        }
+    }
+
+    /// Refuses a client this gateway-compatible endpoint does not serve.
+    fn admits(self, client: &Client) -> Result<(), OAuthError> {
+        let (kind, token_type) = match self {
+            Endpoint::OAuth2 => return Ok(()),
+            Endpoint::AuthJwt => (ClientKind::ProxyKey, TokenType::Jwt),
+            Endpoint::AuthToken => (ClientKind::ProxyKey, TokenType::OAuth2),
+            Endpoint::CredentialJwt => (ClientKind::Credential, TokenType::Jwt),
+            Endpoint::CredentialToken => (ClientKind::Credential, TokenType::OAuth2),
+        };
+        let right = |k: ClientKind, t: TokenType| match (k, t) {
+            (ClientKind::ProxyKey, TokenType::Jwt) => "/auth/jwt",
+            (ClientKind::ProxyKey, TokenType::OAuth2) => "/auth/token",
+            (ClientKind::Credential, TokenType::Jwt) => "/credential/jwt",
+            (ClientKind::Credential, TokenType::OAuth2) => "/credential/token",
+        };
+        if client.kind != kind || client.policy.token_type != token_type {
+            return Err(OAuthError::UnauthorizedClient(format!(
+                "this endpoint serves {} clients of {} policies; this client uses {} (or /oauth2/token)",
+                if kind == ClientKind::ProxyKey {
+                    "proxy-key"
+                } else {
+                    "Credential"
+                },
+                if token_type == TokenType::Jwt {
+                    "JWT"
+                } else {
+                    "OAuth2"
+                },
+                right(client.kind, client.policy.token_type)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The handler.
+pub async fn handle(State(st): State<AppState>, endpoint: Endpoint, req: Request) -> Response {
+    let started = Instant::now();
+    let mut grant_label = "none";
+    let result = process(&st, endpoint, req, &mut grant_label).await;
+    st.metrics.record_request(
+        endpoint.label(),
+        grant_label,
+        result.as_ref().err(),
+        started.elapsed(),
+    );
+    match result {
+        Ok(body) => {
+            let mut resp = axum::Json(body).into_response();
+            no_store(resp.headers_mut());
+            resp
+        }
+        Err(e) => {
+            if let OAuthError::ServerError(detail) = &e {
+                tracing::error!(endpoint = endpoint.label(), error = %detail, "token request failed");
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn process(
+    st: &AppState,
+    endpoint: Endpoint,
+    req: Request,
+    grant_label: &mut &'static str,
+) -> Result<serde_json::Value, OAuthError> {
+    let served = st.served.load_full().ok_or_else(|| {
+        OAuthError::Unavailable("the token server has not loaded its configuration yet".into())
+    })?;
+    let req = request::read(req, st.config.body_limit, true).await?;
+    let grant = match req.params.require("grant_type")? {
+        "client_credentials" => GrantType::ClientCredentials,
+        "password" => GrantType::Password,
+        "refresh_token" => GrantType::RefreshToken,
+        other => {
+            return Err(OAuthError::UnsupportedGrantType(format!(
+                "`{}` is not supported; use client_credentials, password or refresh_token",
+                other.chars().take(64).collect::<String>()
+            )));
+        }
+    };
+    *grant_label = grant.as_str();
+    let creds = super::client_auth::read(&req.headers, &req.params)?;
+    let now = (st.clock)();
+    let client = authenticate(AuthInput {
+        snapshot: &served.snapshot,
+        keys: &served.keys,
+        lockout: &st.lockout,
+        creds: &creds,
+        addr: req.addr,
+        now,
+        instant: Instant::now(),
+        dash_allowed: grant != GrantType::ClientCredentials,
+    })?;
+    st.metrics.record_auth(
+        if creds.secret.as_deref() == Some(crate::auth::DASH) || creds.secret.is_none() {
+            "proxy_key_dash"
+        } else {
+            creds_method(&creds)
+        },
+    );
+    if req.via_query && !client.policy.allow_url_parameters {
+        return Err(OAuthError::InvalidRequest(
+            "this client's policy does not allow URL parameters; POST a form body (credentials in URLs end up in logs)".into(),
+        ));
+    }
+    endpoint.admits(&client)?;
+    if !client.policy.allows_grant(grant) {
+        return Err(OAuthError::UnauthorizedClient(format!(
+            "this client's policy does not allow the {} grant",
+            grant.as_str()
+        )));
+    }
+    let cx = GrantCtx {
+        served: &served,
+        client: &client,
+        params: &req.params,
+        issuer: &st.config.issuer,
+        now,
+        revocations: &st.revocations,
+        cnf: None,
+    };
+    let issued = match grant {
+        GrantType::ClientCredentials => client_credentials::grant(&cx)?,
+        GrantType::RefreshToken => refresh_token::grant(&cx)?,
+        GrantType::Password => {
+            let (username, pw) = password::read_user(&req.params)?;
+            let pool = client.policy.users.clone();
+            let user = username.clone();
+            let ok = tokio::task::spawn_blocking(move || password::verify_user(pool, &user, &pw))
+                .await
+                .map_err(|e| OAuthError::ServerError(format!("password check task: {e}")))?;
+            if !ok {
+                return Err(OAuthError::InvalidGrant(
+                    "the username or password is wrong".into(),
+                ));
+            }
+            password::grant(&cx, username)?
+        }
+    };
+    Ok(response::body(&client.policy.token_management, &issued))
+}
+
+fn creds_method(c: &super::client_auth::ClientCredentials) -> &'static str {
+    match c.presented {
+        super::client_auth::Presented::Basic => "client_secret_basic",
+        super::client_auth::Presented::Post => "client_secret_post",
+        super::client_auth::Presented::IdOnly => "none",
+    }
+}

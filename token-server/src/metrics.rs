@@ -1,0 +1,200 @@
+//! Prometheus metrics (prometheus-client): requests by endpoint, grant and outcome; latency;
+//! client authentication methods; the snapshot's generation, age and size; reload failures.
+
+use crate::error::OAuthError;
+use crate::state::Served;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: &'static str,
+    grant: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+type Histograms = Family<EndpointLabels, Histogram, fn() -> Histogram>;
+
+/// The registry and its metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Histograms,
+    auth: Family<MethodLabels, Counter>,
+    generation: Gauge,
+    loaded_at: Gauge,
+    age: Gauge<f64, AtomicU64>,
+    objects: Family<KindLabels, Gauge>,
+    problems: Gauge,
+    reload_failures: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to ~1.6 s.
+    Histogram::new(exponential_buckets(0.00005, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tessera");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency: Histograms = Family::new_with_constructor(latency_histogram);
+        let auth = Family::<MethodLabels, Counter>::default();
+        let generation = Gauge::default();
+        let loaded_at = Gauge::default();
+        let age = Gauge::<f64, AtomicU64>::default();
+        let objects = Family::<KindLabels, Gauge>::default();
+        let problems = Gauge::default();
+        let reload_failures = Counter::default();
+        registry.register(
+            "requests",
+            "Requests by endpoint, grant and outcome (ok or the OAuth error code)",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Request latency by endpoint",
+            latency.clone(),
+        );
+        registry.register(
+            "client_auth",
+            "Successful client authentications by method",
+            auth.clone(),
+        );
+        registry.register(
+            "snapshot_generation",
+            "Generation of the served snapshot",
+            generation.clone(),
+        );
+        registry.register(
+            "snapshot_loaded_timestamp_seconds",
+            "When the served snapshot was built (unix time)",
+            loaded_at.clone(),
+        );
+        registry.register(
+            "snapshot_age_seconds",
+            "Age of the served snapshot",
+            age.clone(),
+        );
+        registry.register(
+            "snapshot_objects",
+            "Objects in the served snapshot by kind",
+            objects.clone(),
+        );
+        registry.register(
+            "snapshot_objects_with_problems",
+            "Objects that are not fully served",
+            problems.clone(),
+        );
+        registry.register(
+            "reload_failures",
+            "Reloads rejected (the last good snapshot kept serving)",
+            reload_failures.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            auth,
+            generation,
+            loaded_at,
+            age,
+            objects,
+            problems,
+            reload_failures,
+        }
+    }
+
+    /// Records one request.
+    pub fn record_request(
+        &self,
+        endpoint: &'static str,
+        grant: &'static str,
+        err: Option<&OAuthError>,
+        took: Duration,
+    ) {
+        let outcome = err.map_or("ok", OAuthError::code);
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint,
+                grant,
+                outcome,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records a successful client authentication.
+    pub fn record_auth(&self, method: &'static str) {
+        self.auth.get_or_create(&MethodLabels { method }).inc();
+    }
+
+    /// Records a new snapshot.
+    pub fn observe_snapshot(&self, s: &Served) {
+        self.generation.set(s.generation as i64);
+        self.loaded_at.set(s.loaded_at.as_second());
+        let c = s.snapshot.counts();
+        for (kind, n) in [
+            ("ApiProxy", c.api_proxies),
+            ("AuthPolicy", c.auth_policies),
+            ("Credential", c.credentials),
+            ("Role", c.roles),
+            ("Secret", c.secrets),
+            ("client", c.clients),
+        ] {
+            self.objects
+                .get_or_create(&KindLabels { kind })
+                .set(n as i64);
+        }
+        self.problems
+            .set(s.snapshot.report().with_problems().len() as i64);
+    }
+
+    /// Records a rejected reload.
+    pub fn record_reload_failure(&self) {
+        self.reload_failures.inc();
+    }
+
+    /// The text exposition, with the snapshot age computed now.
+    pub fn encode(&self, now: jiff::Timestamp) -> String {
+        let loaded = self.loaded_at.get();
+        if loaded > 0 {
+            self.age.set((now.as_second() - loaded).max(0) as f64);
+        }
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

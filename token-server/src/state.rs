@@ -1,0 +1,143 @@
+//! What requests read: the served snapshot and keys (swapped atomically as one value), and the
+//! process-wide parts (config, metrics, lockout, revocations, the clock).
+
+use crate::lockout::{Lockout, LockoutConfig};
+use crate::metrics::Metrics;
+use crate::revocation::Revocations;
+use crate::token::keys::KeySet;
+use arc_swap::ArcSwapOption;
+use axum::body::Bytes;
+use jiff::Timestamp;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tessera_crds::model::Snapshot;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The `iss` claim and discovery `issuer`, e.g. `https://tokens.example.com`.
+    pub issuer: String,
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+    /// Longest time a request may take.
+    pub request_timeout: Duration,
+    /// Brute-force protection.
+    pub lockout: LockoutConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            issuer: "http://127.0.0.1:8080".into(),
+            body_limit: 16 * 1024,
+            request_timeout: Duration::from_secs(10),
+            lockout: LockoutConfig::default(),
+        }
+    }
+}
+
+/// One consistent view: a snapshot, the keys it was built with, and what is derived from them.
+#[derive(Debug)]
+pub struct Served {
+    /// The resolved resources.
+    pub snapshot: Snapshot,
+    /// The key set.
+    pub keys: Arc<KeySet>,
+    /// Increases with every swap.
+    pub generation: u64,
+    /// When it was built.
+    pub loaded_at: Timestamp,
+    /// The JWKS document, serialized once.
+    pub jwks: Bytes,
+    /// The discovery document, serialized once.
+    pub discovery: Bytes,
+}
+
+impl Served {
+    /// Builds the derived documents.
+    pub fn new(
+        snapshot: Snapshot,
+        keys: Arc<KeySet>,
+        generation: u64,
+        issuer: &str,
+        now: Timestamp,
+    ) -> Served {
+        let jwks = Bytes::from(keys.jwks(now).to_string());
+        let discovery = Bytes::from(
+            crate::http::discovery::document(issuer, &keys.algorithms(now)).to_string(),
+        );
+        Served {
+            snapshot,
+            keys,
+            generation,
+            loaded_at: now,
+            jwks,
+            discovery,
+        }
+    }
+}
+
+/// The source's health, for `/readyz` and metrics.
+#[derive(Debug, Default, Clone)]
+pub struct SourceStatus {
+    /// The last reload error, if the newest attempt failed.
+    pub last_error: Option<String>,
+    /// When the last error happened.
+    pub last_error_at: Option<Timestamp>,
+    /// Successful loads.
+    pub loads: u64,
+    /// Failed loads.
+    pub failures: u64,
+    /// The source's name (`dir:/path`).
+    pub source: String,
+    /// Keys were generated at start, not read.
+    pub ephemeral_keys: bool,
+}
+
+/// The clock requests use; tests move it.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// Shared state of the API and admin routers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The current view; `None` until the first load.
+    pub served: Arc<ArcSwapOption<Served>>,
+    /// Settings.
+    pub config: Arc<Config>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Failed-authentication budgets.
+    pub lockout: Arc<Lockout>,
+    /// Revoked and spent token ids.
+    pub revocations: Arc<Revocations>,
+    /// Source health.
+    pub status: Arc<Mutex<SourceStatus>>,
+    /// Current time.
+    pub clock: Clock,
+}
+
+impl AppState {
+    /// Fresh state with the system clock and nothing served yet.
+    pub fn new(config: Config) -> AppState {
+        AppState {
+            served: Arc::new(ArcSwapOption::empty()),
+            lockout: Arc::new(Lockout::new(config.lockout)),
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::new()),
+            revocations: Arc::new(Revocations::default()),
+            status: Arc::new(Mutex::new(SourceStatus::default())),
+            clock: Arc::new(Timestamp::now),
+        }
+    }
+
+    /// Swaps in a new view; in-flight requests keep the one they loaded.
+    pub fn publish(&self, served: Served) {
+        self.metrics.observe_snapshot(&served);
+        self.served.store(Some(Arc::new(served)));
+    }
+
+    /// The source status, recovering from a poisoned lock.
+    pub fn status(&self) -> std::sync::MutexGuard<'_, SourceStatus> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
