@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new("!has(self.accessToken) || !self.accessToken.immortal || !has(self.refresh) || !self.refresh.enabled").message("refresh.enabled: immortal access tokens are never refreshed; set refresh.enabled to false or accessToken.immortal to false"))]
 #[x_kube(validation = Rule::new("!has(self.refresh) || !self.refresh.enabled || (has(self.accessToken) && self.accessToken.immortal) || duration(has(self.refresh.ttl) ? self.refresh.ttl : '24h') > duration(has(self.accessToken) && has(self.accessToken.ttl) ? self.accessToken.ttl : '1h')").message("refresh.ttl: a refresh token must outlive the access token; make refresh.ttl longer than accessToken.ttl"))]
 #[x_kube(validation = Rule::new("!has(self.grantTypes) || ('refresh_token' in self.grantTypes) == (has(self.refresh) && self.refresh.enabled)").message("grantTypes: refresh_token in grantTypes and refresh.enabled go together; add both or neither"))]
+#[x_kube(validation = Rule::new("!has(self.refresh) || !has(self.refresh.maxRefreshes) || !has(self.refresh.rotate) || self.refresh.rotate").message("refresh.maxRefreshes: the limit counts rotations; set refresh.rotate to true or remove maxRefreshes"))]
 #[x_kube(validation = Rule::new("!has(self.grantTypes) || !('password' in self.grantTypes) || has(self.userPool)").message("userPool: the password grant checks users against a pool; set userPool to a Secret of argon2id hashes or remove password from grantTypes"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthPolicySpec {
@@ -236,7 +237,7 @@ pub struct RefreshSettings {
     /// Each refresh returns a new refresh token; the presented one is then spent. Default: true.
     #[serde(default = "default_true")]
     pub rotate: bool,
-    /// How many times a token chain may be refreshed; unlimited when absent.
+    /// How many times a token chain may be refreshed; unlimited when absent. Needs `rotate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub max_refreshes: Option<u32>,

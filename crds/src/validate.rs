@@ -216,6 +216,12 @@ pub fn auth_policy(obj: &AuthPolicy) -> Vec<FieldProblem> {
             "must be between 1 and 100000; remove it for no limit",
         );
     }
+    if s.refresh.max_refreshes.is_some() && !s.refresh.rotate {
+        p.push(
+            "spec.refresh.maxRefreshes",
+            "the limit counts rotations; set refresh.rotate to true or remove maxRefreshes",
+        );
+    }
     response_fields(&mut p, &s.token_management.response_fields);
     p.0
 }

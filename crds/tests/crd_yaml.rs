@@ -200,6 +200,14 @@ fn cel_rules_agree_with_rust_validation_for_policies() {
         ("{grantTypes: [client_credentials, refresh_token]}", false),
         ("{refresh: {enabled: true}}", false),
         ("{grantTypes: [password]}", false),
+        (
+            "{grantTypes: [client_credentials, refresh_token], refresh: {enabled: true, rotate: false, maxRefreshes: 3}}",
+            false,
+        ),
+        (
+            "{grantTypes: [client_credentials, refresh_token], refresh: {enabled: true, maxRefreshes: 3}}",
+            true,
+        ),
     ];
     for (spec, ok) in cases {
         let p = policy(spec);

@@ -153,6 +153,12 @@ fn self_contradictory_policies() {
         ),
         &[("spec.refresh.maxRefreshes", "between 1 and 100000")],
     );
+    expect(
+        &policy(
+            "{grantTypes: [client_credentials, refresh_token], refresh: {enabled: true, rotate: false, maxRefreshes: 3}}",
+        ),
+        &[("spec.refresh.maxRefreshes", "set refresh.rotate to true")],
+    );
 }
 
 #[test]

@@ -1,0 +1,304 @@
+//! Every RFC 6749 §5.2 error, and the bad inputs: each a JSON error with `Cache-Control: no-store`.
+
+use crate::harness::*;
+use axum::body::Body;
+use axum::http::Request;
+
+#[track_caller]
+fn is_error(r: &Resp, status: u16, code: &str, fragment: &str) {
+    assert_eq!(r.status.as_u16(), status, "{}", r.body);
+    assert_eq!(r.error(), code, "{}", r.body);
+    assert!(
+        r.desc().contains(fragment),
+        "`{}` lacks `{fragment}`",
+        r.desc()
+    );
+    assert_eq!(r.headers["cache-control"], "no-store");
+    assert_eq!(r.headers["content-type"], "application/json");
+}
+
+#[tokio::test]
+async fn invalid_request() {
+    let h = Harness::new();
+    let auth = basic("es-client", "es-secret");
+    is_error(
+        &h.post("/oauth2/token", "scope=a", Some(&auth)).await,
+        400,
+        "invalid_request",
+        "missing parameter `grant_type`",
+    );
+    is_error(
+        &h.post(
+            "/oauth2/token",
+            "grant_type=client_credentials&grant_type=password",
+            Some(&auth),
+        )
+        .await,
+        400,
+        "invalid_request",
+        "more than once",
+    );
+    is_error(
+        &h.post(
+            "/oauth2/token",
+            "grant_type=client_credentials&scope=%zz",
+            Some(&auth),
+        )
+        .await,
+        400,
+        "invalid_request",
+        "two hex digits",
+    );
+    is_error(
+        &h.post(
+            "/oauth2/token",
+            "grant_type=client_credentials&scope=%C3%28",
+            Some(&auth),
+        )
+        .await,
+        400,
+        "invalid_request",
+        "not UTF-8",
+    );
+    let both = form(&[
+        ("grant_type", "client_credentials"),
+        ("client_id", "es-client"),
+        ("client_secret", "es-secret"),
+    ]);
+    is_error(
+        &h.post("/oauth2/token", &both, Some(&auth)).await,
+        400,
+        "invalid_request",
+        "use one method",
+    );
+    let json = Request::post("/oauth2/token")
+        .header("content-type", "application/json")
+        .header("authorization", &auth)
+        .body(Body::from("{\"grant_type\":\"client_credentials\"}"))
+        .expect("req");
+    is_error(
+        &h.send(json).await,
+        400,
+        "invalid_request",
+        "application/x-www-form-urlencoded",
+    );
+    let none = Request::post("/oauth2/token")
+        .header("authorization", &auth)
+        .body(Body::from("grant_type=client_credentials"))
+        .expect("req");
+    is_error(&h.send(none).await, 400, "invalid_request", "Content-Type");
+    let query = Request::post("/oauth2/token?client_secret=x")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", &auth)
+        .body(Body::from("grant_type=client_credentials"))
+        .expect("req");
+    is_error(
+        &h.send(query).await,
+        400,
+        "invalid_request",
+        "not accepted with POST",
+    );
+    // GET where the policy does not allow URL parameters: refused after authentication.
+    is_error(&h.get("/oauth2/token?grant_type=client_credentials&client_id=es-client&client_secret=es-secret").await, 400, "invalid_request", "does not allow URL parameters");
+    let put = Request::put("/oauth2/token")
+        .body(Body::empty())
+        .expect("req");
+    let r = h.send(put).await;
+    assert_eq!(r.status, 405);
+    assert!(r.headers.contains_key("allow"));
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413() {
+    let h = Harness::new();
+    let big = format!("grant_type=client_credentials&scope={}", "a".repeat(20_000));
+    let r = h
+        .post(
+            "/oauth2/token",
+            &big,
+            Some(&basic("es-client", "es-secret")),
+        )
+        .await;
+    is_error(&r, 413, "invalid_request", "larger than 16384 bytes");
+    let long_query = format!(
+        "/oauth2/token?grant_type=client_credentials&x={}",
+        "a".repeat(20_000)
+    );
+    assert_eq!(h.get(&long_query).await.status, 413);
+}
+
+#[tokio::test]
+async fn invalid_client() {
+    let h = Harness::new();
+    let r = h
+        .post(
+            "/oauth2/token",
+            "grant_type=client_credentials",
+            Some(&basic("es-client", "wrong")),
+        )
+        .await;
+    is_error(&r, 401, "invalid_client", "client authentication failed");
+    assert!(
+        r.headers["www-authenticate"]
+            .to_str()
+            .is_ok_and(|v| v.starts_with("Basic realm=\"tessera\""))
+    );
+    let unknown = h
+        .post(
+            "/oauth2/token",
+            "grant_type=client_credentials",
+            Some(&basic("nobody", "es-secret")),
+        )
+        .await;
+    assert_eq!(
+        unknown.body, r.body,
+        "an unknown client is indistinguishable from a wrong secret"
+    );
+    is_error(
+        &h.cc("/oauth2/token", "es-client", "wrong", &[]).await,
+        401,
+        "invalid_client",
+        "client authentication failed",
+    );
+    is_error(
+        &h.post("/oauth2/token", "grant_type=client_credentials", None)
+            .await,
+        401,
+        "invalid_client",
+        "no client authentication",
+    );
+    is_error(
+        &h.post(
+            "/oauth2/token",
+            "grant_type=client_credentials",
+            Some("Bearer abc"),
+        )
+        .await,
+        401,
+        "invalid_client",
+        "not HTTP Basic",
+    );
+    // A method the client's policy does not allow (post-only): named after the secret checks out.
+    let r = h
+        .post(
+            "/oauth2/token",
+            "grant_type=client_credentials",
+            Some(&basic("post-client", "post-secret")),
+        )
+        .await;
+    is_error(
+        &r,
+        401,
+        "invalid_client",
+        "does not allow client_secret_basic; use one of: client_secret_post",
+    );
+    assert_eq!(
+        h.cc("/oauth2/token", "post-client", "post-secret", &[])
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn unauthorized_client_unsupported_grant_type() {
+    let h = Harness::new();
+    let auth = basic("rs-client", "rs-secret");
+    is_error(
+        &h.post(
+            "/oauth2/token",
+            "grant_type=refresh_token&refresh_token=x",
+            Some(&auth),
+        )
+        .await,
+        400,
+        "unauthorized_client",
+        "refresh_token grant",
+    );
+    is_error(
+        &h.post(
+            "/oauth2/token",
+            "grant_type=authorization_code&code=x",
+            Some(&auth),
+        )
+        .await,
+        400,
+        "unsupported_grant_type",
+        "use client_credentials, password or refresh_token",
+    );
+}
+
+#[tokio::test]
+async fn failed_authentications_lock_the_client_but_not_others() {
+    let h = Harness::new();
+    for _ in 0..10 {
+        assert_eq!(
+            h.cc("/oauth2/token", "es-client", "guess", &[])
+                .await
+                .status,
+            401
+        );
+    }
+    let locked = h.cc("/oauth2/token", "es-client", "guess", &[]).await;
+    assert_eq!(locked.status, 429);
+    let retry: u64 = locked.headers["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry));
+    let right = h.cc("/oauth2/token", "es-client", "es-secret", &[]).await;
+    assert_eq!(
+        right.status, 429,
+        "a correct secret does not bypass the lock"
+    );
+    assert_eq!(
+        h.cc("/oauth2/token", "rs-client", "rs-secret", &[])
+            .await
+            .status,
+        200,
+        "other clients are unaffected"
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_and_not_yet_loaded() {
+    let h = Harness::new();
+    let r = h.get("/nope").await;
+    assert_eq!((r.status.as_u16(), r.error()), (404, "not_found"));
+    let empty = tessera_token_server::state::AppState::new(Default::default());
+    let router = tessera_token_server::http::router(empty);
+    let req = Request::post("/oauth2/token")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("grant_type=client_credentials"))
+        .expect("req");
+    let resp = tower::ServiceExt::oneshot(router, req).await.expect("resp");
+    assert_eq!(resp.status(), 503);
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_responses() {
+    let h = Harness::new();
+    for r in [
+        h.cc("/oauth2/token", "es-client", "my-guess-secret", &[])
+            .await,
+        h.post(
+            "/oauth2/token",
+            &form(&[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", "pw-guess-123"),
+            ]),
+            Some(&basic("es-client", "es-secret")),
+        )
+        .await,
+    ] {
+        let text = r.body.to_string();
+        assert!(
+            !text.contains("my-guess-secret")
+                && !text.contains("pw-guess-123")
+                && !text.contains("es-secret"),
+            "{text}"
+        );
+    }
+}
