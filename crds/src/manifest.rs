@@ -122,7 +122,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<Parsed, ManifestError> {
             max: MAX_MANIFEST_BYTES,
         });
     }
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Yaml {
+    let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, parse_options()).map_err(|e| ManifestError::Yaml {
         source_name: source_name.to_owned(),
         message: e.to_string(),
     })?;
@@ -137,6 +137,23 @@ pub fn parse(text: &str, source_name: &str) -> Result<Parsed, ManifestError> {
         }
     }
     Ok(parsed)
+}
+
+#[allow(clippy::large_enum_variant)]
+/// Parser limits sized to [`MAX_MANIFEST_BYTES`]: the default budget stops at 1,024 documents per
+/// file, which a folder of generated manifests passes easily; the byte limit already bounds the
+/// work, so the budget only guards against alias and nesting bombs.
+fn parse_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = MAX_MANIFEST_BYTES / 64;
+    budget.max_nodes = MAX_MANIFEST_BYTES;
+    budget.max_events = 2 * MAX_MANIFEST_BYTES;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    // Manifests rarely use anchors; a few hundred bytes of nested aliases must not cost seconds.
+    options.alias_limits.max_total_replayed_events = 10_000;
+    options.alias_limits.max_alias_expansions_per_anchor = 100;
+    options
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -310,6 +327,19 @@ stringData: {client_secret: demo}
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn files_with_thousands_of_documents_parse() {
+        let doc = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {client_secret: x}\n---\n";
+        let p = parse(&doc.repeat(3000), "big.yaml").expect("3000 documents");
+        assert_eq!(p.resources.len(), 3000);
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n";
+        assert!(parse(bomb, "bomb.yaml").is_err());
     }
 
     #[test]

@@ -58,12 +58,13 @@ impl<K: std::hash::Hash + Eq + Clone> Table<K> {
         }
     }
 
-    fn locked(&self, key: &K, now: Instant) -> Option<Duration> {
+    fn locked<Q>(&self, key: &Q, now: Instant) -> Option<Duration>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(key)
-            .and_then(|e| e.locked_until)
-            .filter(|t| *t > now)
-            .map(|t| t - now)
+        map.get(key).and_then(|e| e.locked_until).filter(|t| *t > now).map(|t| t - now)
     }
 
     fn fail(&self, key: &K, now: Instant, cfg: &LockoutConfig) -> bool {
@@ -122,7 +123,7 @@ impl Lockout {
 
     /// Seconds until the lock on this client or address ends, if either is locked.
     pub fn check(&self, client_id: &str, addr: Option<IpAddr>, now: Instant) -> Option<u64> {
-        let c = self.clients.locked(&client_id.to_owned(), now);
+        let c = self.clients.locked::<str>(client_id, now);
         let a = addr.and_then(|a| self.addresses.locked(&a, now));
         c.max(a).map(|d| d.as_secs().max(1))
     }

@@ -1,0 +1,343 @@
+//! Load benchmark: the release token server over loopback, driven by `oha`.
+//!
+//! `cargo bench -p tessera-token-server --bench load` (needs `oha`: `cargo install oha`).
+//! Set `TESSERA_BENCH_SECS` (default 8) for the length of each run.
+//!
+//! For a folder with 10 Credentials and one with 100,000, it starts `token-server --source dir`,
+//! then for each scenario (client_credentials with an ES256, EdDSA and RS256 JWT and an opaque
+//! token; introspection; JWKS) runs oha at 32 connections and reports req/s, p50/p99 and
+//! **tokens per server CPU-second**: requests divided by the server's user+system CPU time over the
+//! run (from /proc/PID/stat). The machine is shared with the load generator, so req/s moves with
+//! the noise; CPU-seconds per request does not. It also reports p99 at half the peak rate, the
+//! server's RSS, and how long a reload of the folder takes.
+
+use base64::Engine as _;
+use serde_json::Value;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tessera_token_server::token::keys::KeySet;
+
+const CONNECTIONS: u32 = 32;
+
+fn secs() -> u64 {
+    std::env::var("TESSERA_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(8)
+}
+
+fn oha() -> Option<PathBuf> {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let candidates = [
+        PathBuf::from(format!("{home}/.cargo/bin/oha")),
+        PathBuf::from("/usr/local/bin/oha"),
+        PathBuf::from("/usr/bin/oha"),
+    ];
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+fn secret_of(id: &str) -> String {
+    format!("{id}-secret-0123456789abcdef0123456789abcdef")
+}
+
+/// A folder: policies per algorithm and token type, 10 ApiProxies and Roles, and `n` Credentials,
+/// each with its own Secret.
+fn write_folder(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir).expect("dir");
+    let keys = KeySet::generate_file(jiff::Timestamp::now()).expect("keys");
+    let keys_json = serde_json::to_string(&keys).expect("json");
+    std::fs::write(
+        dir.join("keys.yaml"),
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: tessera-keys}}\nstringData:\n  keyset.json: '{keys_json}'\n"),
+    )
+    .expect("keys");
+    let mut base = String::new();
+    for (name, spec) in [
+        ("es", "{signingAlgorithm: ES256}"),
+        ("ed", "{signingAlgorithm: EdDSA}"),
+        ("rs", "{signingAlgorithm: RS256}"),
+        ("opaque", "{tokenType: OAuth2}"),
+    ] {
+        base += &format!("---\napiVersion: tessera.dev/v1alpha1\nkind: AuthPolicy\nmetadata: {{name: {name}}}\nspec: {spec}\n");
+    }
+    for p in 0..10 {
+        base += &format!(
+            "---\napiVersion: tessera.dev/v1alpha1\nkind: ApiProxy\nmetadata: {{name: p{p}}}\nspec: {{basePath: /p{p}, audience: 'https://api.bench/p{p}'}}\n"
+        );
+        base += &format!(
+            "---\napiVersion: tessera.dev/v1alpha1\nkind: Role\nmetadata: {{name: r{p}}}\nspec: {{scope: 'scope:{p}', apiProxies: [p{p}]}}\n"
+        );
+    }
+    for (id, policy) in [
+        ("bench-es", "es"),
+        ("bench-ed", "ed"),
+        ("bench-rs", "rs"),
+        ("bench-opaque", "opaque"),
+        ("bench-gateway", "opaque"),
+    ] {
+        base += &format!(
+            "---\napiVersion: tessera.dev/v1alpha1\nkind: Credential\nmetadata: {{name: {id}}}\nspec: {{clientId: {id}, secretRef: {{name: {id}}}, policyRef: {{name: {policy}}}, acl: [p0], roles: [r1], claims: {{tenant: bench}}}}\n"
+        );
+        base += &format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {id}}}\nstringData: {{client_secret: {}}}\n",
+            secret_of(id)
+        );
+    }
+    std::fs::write(dir.join("base.yaml"), base).expect("base");
+    let fillers = n.saturating_sub(5);
+    let per_file = 2000;
+    for chunk in 0..fillers.div_ceil(per_file) {
+        let mut text = String::with_capacity(per_file * 400);
+        for i in chunk * per_file..((chunk + 1) * per_file).min(fillers) {
+            let policy = ["es", "ed", "rs", "opaque"][i % 4];
+            text += &format!(
+                "---\napiVersion: tessera.dev/v1alpha1\nkind: Credential\nmetadata: {{name: c{i}}}\nspec: {{clientId: client-{i}, secretRef: {{name: c{i}}}, policyRef: {{name: {policy}}}, acl: [p{}], roles: [r{}]}}\n",
+                i % 10,
+                (i / 10) % 10
+            );
+            text += &format!("---\napiVersion: v1\nkind: Secret\nmetadata: {{name: c{i}}}\nstringData: {{client_secret: s3cret-{i:058}}}\n");
+        }
+        std::fs::write(dir.join(format!("credentials-{chunk:03}.yaml")), text).expect("chunk");
+    }
+}
+
+struct Server {
+    child: Child,
+    api: String,
+    admin: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn get(url: &str) -> Option<String> {
+    let out = Command::new("curl").args(["-s", "-f", "--max-time", "5", url]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn start(dir: &Path) -> Server {
+    let (api, admin) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_token-server"))
+        .args(["--source", "dir", "--dir"])
+        .arg(dir)
+        .args(["--listen", &format!("127.0.0.1:{api}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(["--log", "warn", "--max-failed-auth-per-address", "1000000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start token-server");
+    let s = Server { child, api: format!("http://127.0.0.1:{api}"), admin: format!("http://127.0.0.1:{admin}") };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while get(&format!("{}/readyz", s.admin)).is_none() {
+        assert!(Instant::now() < deadline, "token-server not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    // utime and stime are fields 14 and 15 of /proc/PID/stat: 12th and 13th after the comm.
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+fn clk_tck() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+struct Scenario {
+    name: &'static str,
+    url: String,
+    method: &'static str,
+    headers: Vec<String>,
+    body: Option<String>,
+}
+
+fn basic(id: &str) -> String {
+    let creds = format!("{id}:{}", secret_of(id));
+    format!("authorization: Basic {}", base64::engine::general_purpose::STANDARD.encode(creds))
+}
+
+fn token_scenario(name: &'static str, api: &str, id: &str) -> Scenario {
+    Scenario {
+        name,
+        url: format!("{api}/oauth2/token"),
+        method: "POST",
+        headers: vec![basic(id), "content-type: application/x-www-form-urlencoded".into()],
+        body: Some("grant_type=client_credentials".into()),
+    }
+}
+
+struct Outcome {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    per_cpu_sec: f64,
+    ok: u64,
+    total: u64,
+}
+
+fn run(oha: &Path, s: &Scenario, pid: u32, rate: Option<f64>, secs: u64) -> Outcome {
+    let mut cmd = Command::new(oha);
+    cmd.args(["-z", &format!("{secs}s"), "-c", &CONNECTIONS.to_string(), "--no-tui", "--output-format", "json", "-m", s.method]);
+    for h in &s.headers {
+        cmd.args(["-H", h]);
+    }
+    if let Some(b) = &s.body {
+        cmd.args(["-d", b]);
+    }
+    if let Some(q) = rate {
+        cmd.args(["-q", &format!("{q:.0}")]);
+    }
+    cmd.arg(&s.url);
+    let before = cpu_ticks(pid);
+    let out = cmd.output().expect("run oha");
+    let cpu = (cpu_ticks(pid) - before) as f64 / clk_tck();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("oha output: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let codes = v["statusCodeDistribution"].as_object().cloned().unwrap_or_default();
+    let ok = codes.get("200").and_then(Value::as_u64).unwrap_or(0);
+    let total: u64 = codes.values().filter_map(Value::as_u64).sum();
+    Outcome {
+        rps: v["summary"]["requestsPerSec"].as_f64().unwrap_or(0.0),
+        p50_ms: v["latencyPercentiles"]["p50"].as_f64().unwrap_or(0.0) * 1000.0,
+        p99_ms: v["latencyPercentiles"]["p99"].as_f64().unwrap_or(0.0) * 1000.0,
+        per_cpu_sec: if cpu > 0.0 { ok as f64 / cpu } else { 0.0 },
+        ok,
+        total,
+    }
+}
+
+fn reload_time(s: &Server, dir: &Path) -> Duration {
+    let generation = || -> u64 {
+        get(&format!("{}/readyz", s.admin))
+            .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+            .and_then(|v| v["generation"].as_u64())
+            .unwrap_or(0)
+    };
+    let g0 = generation();
+    let start = Instant::now();
+    let mut f = std::fs::OpenOptions::new().append(true).open(dir.join("base.yaml")).expect("open");
+    writeln!(f, "# touched").expect("write");
+    drop(f);
+    while generation() == g0 {
+        assert!(start.elapsed() < Duration::from_secs(120), "reload never happened");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` only checks that this builds.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let Some(oha) = oha() else {
+        eprintln!("the load benchmark needs oha: `cargo install oha` (crates.io), then run it again");
+        std::process::exit(1);
+    };
+    let secs = secs();
+    let root = std::env::temp_dir().join(format!("tessera-bench-{}", std::process::id()));
+    println!("load average before: {}", loadavg());
+    println!("| credentials | scenario | req/s | p50 ms | p99 ms | tokens per server CPU-s | non-200 |");
+    println!("|---:|---|---:|---:|---:|---:|---:|");
+    let mut summary = Vec::new();
+    for n in [10usize, 100_000] {
+        let dir = root.join(format!("n{n}"));
+        write_folder(&dir, n);
+        let t = Instant::now();
+        let server = start(&dir);
+        let startup = t.elapsed();
+        let pid = server.child.id();
+        // One opaque token for the introspection scenario.
+        let out = Command::new("curl")
+            .args(["-s", "-H", &basic("bench-opaque"), "-d", "grant_type=client_credentials"])
+            .arg(format!("{}/oauth2/token", server.api))
+            .output()
+            .expect("curl");
+        let body: Value = serde_json::from_slice(&out.stdout).expect("token json");
+        let token = body["access_token"].as_str().expect("token").to_owned();
+        let scenarios = [
+            token_scenario("client_credentials ES256 JWT", &server.api, "bench-es"),
+            token_scenario("client_credentials EdDSA JWT", &server.api, "bench-ed"),
+            token_scenario("client_credentials RS256 JWT", &server.api, "bench-rs"),
+            token_scenario("client_credentials opaque", &server.api, "bench-opaque"),
+            Scenario {
+                name: "introspection (opaque)",
+                url: format!("{}/oauth2/introspect", server.api),
+                method: "POST",
+                headers: vec![basic("bench-gateway"), "content-type: application/x-www-form-urlencoded".into()],
+                body: Some(format!("token={token}")),
+            },
+            Scenario { name: "JWKS", url: format!("{}/.well-known/jwks.json", server.api), method: "GET", headers: vec![], body: None },
+        ];
+        run(&oha, &scenarios[0], pid, None, 2); // warm-up
+        for s in &scenarios {
+            let r = run(&oha, s, pid, None, secs);
+            println!(
+                "| {n} | {} | {:.0} | {:.3} | {:.3} | {:.0} | {} |",
+                s.name, r.rps, r.p50_ms, r.p99_ms, r.per_cpu_sec, r.total - r.ok
+            );
+            summary.push((n, s.name, r.per_cpu_sec));
+            if s.name.starts_with("client_credentials ES256") {
+                let half = run(&oha, s, pid, Some(r.rps / 2.0), secs);
+                println!(
+                    "| {n} | {} at half peak ({:.0}/s) | {:.0} | {:.3} | {:.3} | {:.0} | {} |",
+                    s.name,
+                    r.rps / 2.0,
+                    half.rps,
+                    half.p50_ms,
+                    half.p99_ms,
+                    half.per_cpu_sec,
+                    half.total - half.ok
+                );
+            }
+        }
+        let rss = rss_mb(pid);
+        let mut reloads: Vec<Duration> = (0..3).map(|_| reload_time(&server, &dir)).collect();
+        reloads.sort();
+        println!();
+        println!(
+            "credentials={n}: startup to ready {startup:.2?}; RSS {rss:.1} MB; folder reload (100 ms debounce + read + parse + resolve + swap) median {:.2?} of {reloads:.2?}",
+            reloads[1]
+        );
+        println!();
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    for (_, name, small) in summary.iter().filter(|s| s.0 == 10) {
+        let large = summary.iter().find(|s| s.0 == 100_000 && s.1 == *name).map(|s| s.2).unwrap_or(0.0);
+        println!("{name}: tokens per CPU-s with 100k / with 10 = {:.3}", if *small > 0.0 { large / small } else { 0.0 });
+    }
+    println!("load average after: {}", loadavg());
+    let _ = std::fs::remove_dir_all(&root);
+}
