@@ -122,10 +122,11 @@ pub fn parse(text: &str, source_name: &str) -> Result<Parsed, ManifestError> {
             max: MAX_MANIFEST_BYTES,
         });
     }
-    let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, parse_options()).map_err(|e| ManifestError::Yaml {
-        source_name: source_name.to_owned(),
-        message: e.to_string(),
-    })?;
+    let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, parse_options())
+        .map_err(|e| ManifestError::Yaml {
+            source_name: source_name.to_owned(),
+            message: e.to_string(),
+        })?;
     let mut parsed = Parsed::default();
     for (i, doc) in docs.into_iter().enumerate() {
         if doc.is_null() {

@@ -1,7 +1,8 @@
 //! Load benchmark: the release token server over loopback, driven by `oha`.
 //!
 //! `cargo bench -p tessera-token-server --bench load` (needs `oha`: `cargo install oha`).
-//! Set `TESSERA_BENCH_SECS` (default 8) for the length of each run.
+//! Set `TESSERA_BENCH_SECS` (default 8) for the length of each run, and `TESSERA_BENCH_SIZES`
+//! (default `10,100000`) for the numbers of Credentials.
 //!
 //! For a folder with 10 Credentials and one with 100,000, it starts `token-server --source dir`,
 //! then for each scenario (client_credentials with an ES256, EdDSA and RS256 JWT and an opaque
@@ -22,7 +23,10 @@ use tessera_token_server::token::keys::KeySet;
 const CONNECTIONS: u32 = 32;
 
 fn secs() -> u64 {
-    std::env::var("TESSERA_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(8)
+    std::env::var("TESSERA_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8)
 }
 
 fn oha() -> Option<PathBuf> {
@@ -57,7 +61,9 @@ fn write_folder(dir: &Path, n: usize) {
         ("rs", "{signingAlgorithm: RS256}"),
         ("opaque", "{tokenType: OAuth2}"),
     ] {
-        base += &format!("---\napiVersion: tessera.dev/v1alpha1\nkind: AuthPolicy\nmetadata: {{name: {name}}}\nspec: {spec}\n");
+        base += &format!(
+            "---\napiVersion: tessera.dev/v1alpha1\nkind: AuthPolicy\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+        );
     }
     for p in 0..10 {
         base += &format!(
@@ -94,7 +100,9 @@ fn write_folder(dir: &Path, n: usize) {
                 i % 10,
                 (i / 10) % 10
             );
-            text += &format!("---\napiVersion: v1\nkind: Secret\nmetadata: {{name: c{i}}}\nstringData: {{client_secret: s3cret-{i:058}}}\n");
+            text += &format!(
+                "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: c{i}}}\nstringData: {{client_secret: s3cret-{i:058}}}\n"
+            );
         }
         std::fs::write(dir.join(format!("credentials-{chunk:03}.yaml")), text).expect("chunk");
     }
@@ -114,12 +122,21 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn get(url: &str) -> Option<String> {
-    let out = Command::new("curl").args(["-s", "-f", "--max-time", "5", url]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new("curl")
+        .args(["-s", "-f", "--max-time", "5", url])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn start(dir: &Path) -> Server {
@@ -127,13 +144,22 @@ fn start(dir: &Path) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_token-server"))
         .args(["--source", "dir", "--dir"])
         .arg(dir)
-        .args(["--listen", &format!("127.0.0.1:{api}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{api}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
         .args(["--log", "warn", "--max-failed-auth-per-address", "1000000"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start token-server");
-    let s = Server { child, api: format!("http://127.0.0.1:{api}"), admin: format!("http://127.0.0.1:{admin}") };
+    let s = Server {
+        child,
+        api: format!("http://127.0.0.1:{api}"),
+        admin: format!("http://127.0.0.1:{admin}"),
+    };
     let deadline = Instant::now() + Duration::from_secs(180);
     while get(&format!("{}/readyz", s.admin)).is_none() {
         assert!(Instant::now() < deadline, "token-server not ready");
@@ -171,7 +197,12 @@ fn rss_mb(pid: u32) -> f64 {
 }
 
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 struct Scenario {
@@ -184,7 +215,10 @@ struct Scenario {
 
 fn basic(id: &str) -> String {
     let creds = format!("{id}:{}", secret_of(id));
-    format!("authorization: Basic {}", base64::engine::general_purpose::STANDARD.encode(creds))
+    format!(
+        "authorization: Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(creds)
+    )
 }
 
 fn token_scenario(name: &'static str, api: &str, id: &str) -> Scenario {
@@ -192,7 +226,10 @@ fn token_scenario(name: &'static str, api: &str, id: &str) -> Scenario {
         name,
         url: format!("{api}/oauth2/token"),
         method: "POST",
-        headers: vec![basic(id), "content-type: application/x-www-form-urlencoded".into()],
+        headers: vec![
+            basic(id),
+            "content-type: application/x-www-form-urlencoded".into(),
+        ],
         body: Some("grant_type=client_credentials".into()),
     }
 }
@@ -208,7 +245,17 @@ struct Outcome {
 
 fn run(oha: &Path, s: &Scenario, pid: u32, rate: Option<f64>, secs: u64) -> Outcome {
     let mut cmd = Command::new(oha);
-    cmd.args(["-z", &format!("{secs}s"), "-c", &CONNECTIONS.to_string(), "--no-tui", "--output-format", "json", "-m", s.method]);
+    cmd.args([
+        "-z",
+        &format!("{secs}s"),
+        "-c",
+        &CONNECTIONS.to_string(),
+        "--no-tui",
+        "--output-format",
+        "json",
+        "-m",
+        s.method,
+    ]);
     for h in &s.headers {
         cmd.args(["-H", h]);
     }
@@ -224,7 +271,10 @@ fn run(oha: &Path, s: &Scenario, pid: u32, rate: Option<f64>, secs: u64) -> Outc
     let cpu = (cpu_ticks(pid) - before) as f64 / clk_tck();
     let v: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("oha output: {e}: {}", String::from_utf8_lossy(&out.stderr)));
-    let codes = v["statusCodeDistribution"].as_object().cloned().unwrap_or_default();
+    let codes = v["statusCodeDistribution"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     let ok = codes.get("200").and_then(Value::as_u64).unwrap_or(0);
     let total: u64 = codes.values().filter_map(Value::as_u64).sum();
     Outcome {
@@ -246,11 +296,17 @@ fn reload_time(s: &Server, dir: &Path) -> Duration {
     };
     let g0 = generation();
     let start = Instant::now();
-    let mut f = std::fs::OpenOptions::new().append(true).open(dir.join("base.yaml")).expect("open");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("base.yaml"))
+        .expect("open");
     writeln!(f, "# touched").expect("write");
     drop(f);
     while generation() == g0 {
-        assert!(start.elapsed() < Duration::from_secs(120), "reload never happened");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "reload never happened"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     start.elapsed()
@@ -262,16 +318,25 @@ fn main() {
         return;
     }
     let Some(oha) = oha() else {
-        eprintln!("the load benchmark needs oha: `cargo install oha` (crates.io), then run it again");
+        eprintln!(
+            "the load benchmark needs oha: `cargo install oha` (crates.io), then run it again"
+        );
         std::process::exit(1);
     };
     let secs = secs();
     let root = std::env::temp_dir().join(format!("tessera-bench-{}", std::process::id()));
     println!("load average before: {}", loadavg());
-    println!("| credentials | scenario | req/s | p50 ms | p99 ms | tokens per server CPU-s | non-200 |");
+    println!(
+        "| credentials | scenario | req/s | p50 ms | p99 ms | tokens per server CPU-s | non-200 |"
+    );
     println!("|---:|---|---:|---:|---:|---:|---:|");
     let mut summary = Vec::new();
-    for n in [10usize, 100_000] {
+    let sizes: Vec<usize> = std::env::var("TESSERA_BENCH_SIZES")
+        .unwrap_or_else(|_| "10,100000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    for n in sizes {
         let dir = root.join(format!("n{n}"));
         write_folder(&dir, n);
         let t = Instant::now();
@@ -280,7 +345,13 @@ fn main() {
         let pid = server.child.id();
         // One opaque token for the introspection scenario.
         let out = Command::new("curl")
-            .args(["-s", "-H", &basic("bench-opaque"), "-d", "grant_type=client_credentials"])
+            .args([
+                "-s",
+                "-H",
+                &basic("bench-opaque"),
+                "-d",
+                "grant_type=client_credentials",
+            ])
             .arg(format!("{}/oauth2/token", server.api))
             .output()
             .expect("curl");
@@ -295,17 +366,31 @@ fn main() {
                 name: "introspection (opaque)",
                 url: format!("{}/oauth2/introspect", server.api),
                 method: "POST",
-                headers: vec![basic("bench-gateway"), "content-type: application/x-www-form-urlencoded".into()],
+                headers: vec![
+                    basic("bench-gateway"),
+                    "content-type: application/x-www-form-urlencoded".into(),
+                ],
                 body: Some(format!("token={token}")),
             },
-            Scenario { name: "JWKS", url: format!("{}/.well-known/jwks.json", server.api), method: "GET", headers: vec![], body: None },
+            Scenario {
+                name: "JWKS",
+                url: format!("{}/.well-known/jwks.json", server.api),
+                method: "GET",
+                headers: vec![],
+                body: None,
+            },
         ];
         run(&oha, &scenarios[0], pid, None, 2); // warm-up
         for s in &scenarios {
             let r = run(&oha, s, pid, None, secs);
             println!(
                 "| {n} | {} | {:.0} | {:.3} | {:.3} | {:.0} | {} |",
-                s.name, r.rps, r.p50_ms, r.p99_ms, r.per_cpu_sec, r.total - r.ok
+                s.name,
+                r.rps,
+                r.p50_ms,
+                r.p99_ms,
+                r.per_cpu_sec,
+                r.total - r.ok
             );
             summary.push((n, s.name, r.per_cpu_sec));
             if s.name.starts_with("client_credentials ES256") {
@@ -335,8 +420,15 @@ fn main() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     for (_, name, small) in summary.iter().filter(|s| s.0 == 10) {
-        let large = summary.iter().find(|s| s.0 == 100_000 && s.1 == *name).map(|s| s.2).unwrap_or(0.0);
-        println!("{name}: tokens per CPU-s with 100k / with 10 = {:.3}", if *small > 0.0 { large / small } else { 0.0 });
+        let large = summary
+            .iter()
+            .find(|s| s.0 == 100_000 && s.1 == *name)
+            .map(|s| s.2)
+            .unwrap_or(0.0);
+        println!(
+            "{name}: tokens per CPU-s with 100k / with 10 = {:.3}",
+            if *small > 0.0 { large / small } else { 0.0 }
+        );
     }
     println!("load average after: {}", loadavg());
     let _ = std::fs::remove_dir_all(&root);

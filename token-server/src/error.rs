@@ -47,6 +47,12 @@ pub enum OAuthError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The request was not completed in time (e.g. a body trickling in).
+    #[error("request not completed within {secs}s")]
+    Timeout {
+        /// The limit.
+        secs: u64,
+    },
     /// The method is not allowed on this endpoint.
     #[error("method not allowed: {0}")]
     MethodNotAllowed(&'static str),
@@ -64,7 +70,8 @@ impl OAuthError {
         match self {
             OAuthError::InvalidRequest(_)
             | OAuthError::PayloadTooLarge { .. }
-            | OAuthError::MethodNotAllowed(_) => "invalid_request",
+            | OAuthError::MethodNotAllowed(_)
+            | OAuthError::Timeout { .. } => "invalid_request",
             OAuthError::InvalidClient { .. } => "invalid_client",
             OAuthError::InvalidGrant(_) => "invalid_grant",
             OAuthError::UnauthorizedClient(_) => "unauthorized_client",
@@ -83,6 +90,7 @@ impl OAuthError {
             OAuthError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
             OAuthError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             OAuthError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            OAuthError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
             OAuthError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             OAuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             OAuthError::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -102,6 +110,9 @@ impl OAuthError {
             }
             OAuthError::PayloadTooLarge { limit } => {
                 format!("the request body is larger than {limit} bytes")
+            }
+            OAuthError::Timeout { secs } => {
+                format!("the request was not completed within {secs} seconds")
             }
             OAuthError::MethodNotAllowed(allowed) => format!("use {allowed} on this endpoint"),
             OAuthError::InvalidRequest(d)

@@ -64,7 +64,10 @@ impl<K: std::hash::Hash + Eq + Clone> Table<K> {
         Q: std::hash::Hash + Eq + ?Sized,
     {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(key).and_then(|e| e.locked_until).filter(|t| *t > now).map(|t| t - now)
+        map.get(key)
+            .and_then(|e| e.locked_until)
+            .filter(|t| *t > now)
+            .map(|t| t - now)
     }
 
     fn fail(&self, key: &K, now: Instant, cfg: &LockoutConfig) -> bool {

@@ -136,7 +136,7 @@ pub fn inspect(
 /// `POST /oauth2/introspect`.
 pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
-    let result = process(&st, req).await;
+    let result = super::with_timeout(&st, process(&st, req)).await;
     st.metrics.record_request(
         "/oauth2/introspect",
         "none",

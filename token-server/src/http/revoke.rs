@@ -15,7 +15,7 @@ use std::time::Instant;
 /// `POST /oauth2/revoke`.
 pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
-    let result = process(&st, req).await;
+    let result = super::with_timeout(&st, process(&st, req)).await;
     st.metrics.record_request(
         "/oauth2/revoke",
         "none",

@@ -80,7 +80,7 @@ impl Endpoint {
 pub async fn handle(State(st): State<AppState>, endpoint: Endpoint, req: Request) -> Response {
     let started = Instant::now();
     let mut grant_label = "none";
-    let result = process(&st, endpoint, req, &mut grant_label).await;
+    let result = super::with_timeout(&st, process(&st, endpoint, req, &mut grant_label)).await;
     st.metrics.record_request(
         endpoint.label(),
         grant_label,

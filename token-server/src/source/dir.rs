@@ -76,7 +76,11 @@ fn parse_files(files: &[PathBuf]) -> Result<Vec<manifest::Resource>, String> {
             ));
         }
         let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        out.extend(manifest::parse(&text, &f.display().to_string()).map_err(|e| e.to_string())?.resources);
+        out.extend(
+            manifest::parse(&text, &f.display().to_string())
+                .map_err(|e| e.to_string())?
+                .resources,
+        );
     }
     Ok(out)
 }
