@@ -1,7 +1,6 @@
 //! Problems the model finds, per object: what becomes each object's `Ready` condition.
 
 use foldhash::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 /// The four kinds.
@@ -138,27 +137,15 @@ impl std::fmt::Display for Problem {
     }
 }
 
-/// Every object the model saw, with its problems (empty when it is fully served).
-///
-/// A hash map: the model registers every object on every rebuild (100,000s), while listing them
-/// in order is rare (readiness details, status writes) and sorts then.
+/// The objects that are not fully served, with their problems. Objects without problems are not
+/// listed: they are Ready. A hash map, since the model adds to it while resolving 100,000s of
+/// objects and listing in order is rare (readiness details, status writes) and sorts then.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     objects: HashMap<ObjectRef, Vec<Problem>>,
 }
 
 impl Report {
-    /// Registers an object; false if it was registered already.
-    pub(crate) fn seen(&mut self, obj: ObjectRef) -> bool {
-        match self.objects.entry(obj) {
-            Entry::Vacant(v) => {
-                v.insert(Vec::new());
-                true
-            }
-            Entry::Occupied(_) => false,
-        }
-    }
-
     pub(crate) fn add(
         &mut self,
         obj: &ObjectRef,
@@ -179,29 +166,28 @@ impl Report {
         }
     }
 
-    /// The problems of one object; `None` if the model never saw it.
-    pub fn problems(&self, obj: &ObjectRef) -> Option<&[Problem]> {
-        self.objects.get(obj).map(Vec::as_slice)
-    }
-
-    /// Every object with its problems, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&ObjectRef, &[Problem])> {
-        self.objects.iter().map(|(k, v)| (k, v.as_slice()))
+    /// The problems of one object; empty when it is fully served (or was never seen).
+    pub fn problems(&self, obj: &ObjectRef) -> &[Problem] {
+        self.objects.get(obj).map(Vec::as_slice).unwrap_or_default()
     }
 
     /// Objects with at least one problem, in kind/namespace/name order.
     pub fn with_problems(&self) -> Vec<(&ObjectRef, &[Problem])> {
-        let mut v: Vec<_> = self.iter().filter(|(_, p)| !p.is_empty()).collect();
+        let mut v: Vec<_> = self
+            .objects
+            .iter()
+            .map(|(k, p)| (k, p.as_slice()))
+            .collect();
         v.sort_unstable_by(|a, b| a.0.cmp(b.0));
         v
     }
 
-    /// How many objects were seen.
+    /// How many objects have problems.
     pub fn len(&self) -> usize {
         self.objects.len()
     }
 
-    /// True if no object was seen.
+    /// True if every object is fully served.
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
     }

@@ -90,6 +90,8 @@ fn age(kind: Kind, meta: &ObjectMeta) -> (bool, Option<Timestamp>, Kind, &str, &
 
 struct Ctx<'a> {
     report: Report,
+    // Every object registered, for duplicate detection; dropped with the context.
+    seen: HashSet<(Kind, &'a str, &'a str)>,
     secrets: HashMap<Key<'a>, &'a Secret>,
     verifier_key: &'a VerifierKey,
     now: Timestamp,
@@ -97,20 +99,20 @@ struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     /// Registers an object; false (and a `Duplicate` problem) if it was seen already.
-    fn register(&mut self, r: &ObjectRef) -> bool {
-        if self.report.problems(r).is_some() {
-            self.report.add(
-                r,
-                Reason::Duplicate,
-                "metadata.name",
-                format!(
-                    "{r} is defined more than once; the first definition is used, remove the others"
-                ),
-            );
-            return false;
+    fn register(&mut self, meta: &'a ObjectMeta, r: &ObjectRef) -> bool {
+        let (ns, name) = key(meta);
+        if self.seen.insert((r.kind, ns, name)) {
+            return true;
         }
-        self.report.seen(r.clone());
-        true
+        self.report.add(
+            r,
+            Reason::Duplicate,
+            "metadata.name",
+            format!(
+                "{r} is defined more than once; the first definition is used, remove the others"
+            ),
+        );
+        false
     }
 
     /// Records validation problems; true if there were none.
@@ -232,6 +234,12 @@ pub fn resolve(set: &ResourceSet, verifier_key: &VerifierKey, now: Timestamp) ->
     }
     let mut cx = Ctx {
         report: Report::default(),
+        seen: HashSet::with_capacity(
+            set.credentials.len()
+                + set.api_proxies.len()
+                + set.roles.len()
+                + set.auth_policies.len(),
+        ),
         secrets,
         verifier_key,
         now,
@@ -317,7 +325,7 @@ fn resolve_policies<'a>(
     let mut invalid = HashSet::new();
     for p in &set.auth_policies {
         let r = object_ref(Kind::AuthPolicy, &p.metadata);
-        if !cx.register(&r) {
+        if !cx.register(&p.metadata, &r) {
             continue;
         }
         if !cx.valid(&r, validate::auth_policy(p)) {
@@ -409,7 +417,7 @@ fn resolve_proxies<'a>(cx: &mut Ctx<'a>, set: &'a ResourceSet) -> HashMap<Key<'a
     let mut valid = Vec::with_capacity(set.api_proxies.len());
     for p in &set.api_proxies {
         let r = object_ref(Kind::ApiProxy, &p.metadata);
-        if cx.register(&r) && cx.valid(&r, validate::api_proxy(p)) {
+        if cx.register(&p.metadata, &r) && cx.valid(&r, validate::api_proxy(p)) {
             valid.push((p, r));
         }
     }
@@ -452,7 +460,7 @@ fn resolve_roles<'a>(
     let mut scopes_by_proxy: HashMap<Key<'a>, Vec<Arc<str>>> = HashMap::new();
     for role in &set.roles {
         let r = object_ref(Kind::Role, &role.metadata);
-        if !cx.register(&r) || !cx.valid(&r, validate::role(role)) {
+        if !cx.register(&role.metadata, &r) || !cx.valid(&r, validate::role(role)) {
             continue;
         }
         let (ns, _) = key(&role.metadata);
@@ -493,7 +501,7 @@ fn credential_client<'a>(
     roles: &HashMap<Key<'a>, RoleGrant>,
 ) -> Option<Candidate<'a>> {
     let r = object_ref(Kind::Credential, &c.metadata);
-    if !cx.register(&r) || !cx.valid(&r, validate::credential(c)) {
+    if !cx.register(&c.metadata, &r) || !cx.valid(&r, validate::credential(c)) {
         return None;
     }
     let s = &c.spec;
@@ -594,7 +602,7 @@ fn credential_client<'a>(
             audiences: sorted_unique(audiences),
             scopes: sorted_unique(scopes),
             claims: s.claims.clone(),
-            mtls: s.mtls.clone(),
+            mtls: s.mtls.clone().map(Box::new),
             expires_at,
             not_before,
         }),

@@ -103,8 +103,8 @@ pub struct Client {
     pub scopes: Vec<Arc<str>>,
     /// Custom claims from Credential metadata.
     pub claims: BTreeMap<String, String>,
-    /// Certificate binding, if any.
-    pub mtls: Option<MtlsBinding>,
+    /// Certificate binding, if any (boxed: most clients have none, and it is large).
+    pub mtls: Option<Box<MtlsBinding>>,
     /// After this time it authenticates nothing.
     pub expires_at: Option<Timestamp>,
     /// Tokens issued before this time are no longer accepted.
