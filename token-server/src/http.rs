@@ -34,6 +34,66 @@ pub async fn with_timeout<T>(
         }))
 }
 
+/// The served view, or `temporarily_unavailable` before the first load.
+pub fn served(
+    st: &AppState,
+) -> Result<std::sync::Arc<crate::state::Served>, crate::error::OAuthError> {
+    st.served.load_full().ok_or_else(|| {
+        crate::error::OAuthError::Unavailable(
+            "the token server has not loaded its configuration yet".into(),
+        )
+    })
+}
+
+/// Authenticates the client of a request against `served` and counts the method used.
+/// `dash_allowed`: the grant accepts a proxy key's `-` secret.
+pub fn authenticate_client(
+    st: &AppState,
+    served: &crate::state::Served,
+    req: &request::OAuthRequest,
+    now: jiff::Timestamp,
+    dash_allowed: bool,
+) -> Result<std::sync::Arc<tessera_crds::model::Client>, crate::error::OAuthError> {
+    let creds = client_auth::read(&req.headers, &req.params)?;
+    let client = crate::auth::authenticate(crate::auth::AuthInput {
+        snapshot: &served.snapshot,
+        keys: &served.keys,
+        lockout: &st.lockout,
+        creds: &creds,
+        addr: req.addr,
+        now,
+        instant: std::time::Instant::now(),
+        dash_allowed,
+    })?;
+    st.metrics.record_auth(creds.method_label());
+    Ok(client)
+}
+
+/// Ends a handler: counts the request and answers, with `Cache-Control: no-store` either way.
+pub fn finish(
+    st: &AppState,
+    endpoint: &'static str,
+    grant: &'static str,
+    started: std::time::Instant,
+    result: Result<axum::response::Response, crate::error::OAuthError>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    st.metrics
+        .record_request(endpoint, grant, result.as_ref().err(), started.elapsed());
+    match result {
+        Ok(mut resp) => {
+            crate::error::no_store(resp.headers_mut());
+            resp
+        }
+        Err(e) => {
+            if let crate::error::OAuthError::ServerError(detail) = &e {
+                tracing::error!(endpoint, error = %detail, "request failed");
+            }
+            e.into_response()
+        }
+    }
+}
+
 /// The public router: token, introspection, revocation, discovery, JWKS.
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -30,6 +30,17 @@ pub struct ClientCredentials {
     pub presented: Presented,
 }
 
+impl ClientCredentials {
+    /// Metric label of the method: the RFC 8414 name, or `proxy_key_dash` for the `-` secret.
+    pub fn method_label(&self) -> &'static str {
+        match (self.presented, self.secret.as_deref()) {
+            (_, Some(crate::auth::DASH)) | (Presented::IdOnly, _) => "proxy_key_dash",
+            (Presented::Basic, _) => "client_secret_basic",
+            (Presented::Post, _) => "client_secret_post",
+        }
+    }
+}
+
 impl std::fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientCredentials")

@@ -3,8 +3,7 @@
 //! Anything else, including tokens that are invalid, expired or revoked, is `{"active": false}`.
 
 use super::request;
-use crate::auth::{AuthInput, authenticate};
-use crate::error::{OAuthError, no_store};
+use crate::error::OAuthError;
 use crate::revocation::{Mark, Revocations};
 use crate::state::{AppState, Served};
 use crate::token::claims::{AccessClaims, RefreshClaims};
@@ -137,56 +136,20 @@ pub fn inspect(
 pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
     let result = super::with_timeout(&st, process(&st, req)).await;
-    st.metrics.record_request(
+    super::finish(
+        &st,
         "/oauth2/introspect",
         "none",
-        result.as_ref().err(),
-        started.elapsed(),
-    );
-    match result {
-        Ok(v) => {
-            let mut resp = axum::Json(v).into_response();
-            no_store(resp.headers_mut());
-            resp
-        }
-        Err(e) => e.into_response(),
-    }
-}
-
-/// Authenticates the caller the same way the token endpoint does.
-pub async fn authenticated(
-    st: &AppState,
-    req: Request,
-) -> Result<
-    (
-        std::sync::Arc<Served>,
-        std::sync::Arc<Client>,
-        request::OAuthRequest,
-        Timestamp,
-    ),
-    OAuthError,
-> {
-    let served = st.served.load_full().ok_or_else(|| {
-        OAuthError::Unavailable("the token server has not loaded its configuration yet".into())
-    })?;
-    let req = request::read(req, st.config.body_limit, false).await?;
-    let creds = super::client_auth::read(&req.headers, &req.params)?;
-    let now = (st.clock)();
-    let client = authenticate(AuthInput {
-        snapshot: &served.snapshot,
-        keys: &served.keys,
-        lockout: &st.lockout,
-        creds: &creds,
-        addr: req.addr,
-        now,
-        instant: Instant::now(),
-        dash_allowed: false,
-    })?;
-    Ok((served, client, req, now))
+        started,
+        result.map(|v| axum::Json(v).into_response()),
+    )
 }
 
 async fn process(st: &AppState, req: Request) -> Result<Value, OAuthError> {
-    let (served, client, req, now) = authenticated(st, req).await?;
+    let served = super::served(st)?;
+    let req = request::read(req, st.config.body_limit, false).await?;
+    let now = (st.clock)();
+    let client = super::authenticate_client(st, &served, &req, now, false)?;
     let token = req.params.require("token")?;
     Ok(inspect(
         &served,

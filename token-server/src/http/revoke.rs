@@ -3,8 +3,8 @@
 //! handed to offline validators stay valid until they expire, which is why they are short-lived).
 //! An invalid or unknown token is answered 200, as the RFC requires.
 
-use super::introspect::{Found, authenticated, find};
-use crate::error::{OAuthError, no_store};
+use super::introspect::{Found, find};
+use crate::error::OAuthError;
 use crate::revocation::Mark;
 use crate::state::AppState;
 use axum::extract::{Request, State};
@@ -16,24 +16,20 @@ use std::time::Instant;
 pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
     let result = super::with_timeout(&st, process(&st, req)).await;
-    st.metrics.record_request(
+    super::finish(
+        &st,
         "/oauth2/revoke",
         "none",
-        result.as_ref().err(),
-        started.elapsed(),
-    );
-    match result {
-        Ok(()) => {
-            let mut resp = StatusCode::OK.into_response();
-            no_store(resp.headers_mut());
-            resp
-        }
-        Err(e) => e.into_response(),
-    }
+        started,
+        result.map(|()| StatusCode::OK.into_response()),
+    )
 }
 
 async fn process(st: &AppState, req: Request) -> Result<(), OAuthError> {
-    let (served, client, req, now) = authenticated(st, req).await?;
+    let served = super::served(st)?;
+    let req = super::request::read(req, st.config.body_limit, false).await?;
+    let now = (st.clock)();
+    let client = super::authenticate_client(st, &served, &req, now, false)?;
     let token = req.params.require("token")?;
     if let Some(hint) = req.params.get("token_type_hint")
         && !matches!(hint, "access_token" | "refresh_token")

@@ -4,8 +4,7 @@
 //! extract (limits, form) → authenticate client → check endpoint, method, grant → grant → respond
 
 use super::request;
-use crate::auth::{AuthInput, authenticate};
-use crate::error::{OAuthError, no_store};
+use crate::error::OAuthError;
 use crate::grant::{GrantCtx, client_credentials, password, refresh_token, response};
 use crate::state::AppState;
 use axum::extract::{Request, State};
@@ -81,25 +80,13 @@ pub async fn handle(State(st): State<AppState>, endpoint: Endpoint, req: Request
     let started = Instant::now();
     let mut grant_label = "none";
     let result = super::with_timeout(&st, process(&st, endpoint, req, &mut grant_label)).await;
-    st.metrics.record_request(
+    super::finish(
+        &st,
         endpoint.label(),
         grant_label,
-        result.as_ref().err(),
-        started.elapsed(),
-    );
-    match result {
-        Ok(body) => {
-            let mut resp = axum::Json(body).into_response();
-            no_store(resp.headers_mut());
-            resp
-        }
-        Err(e) => {
-            if let OAuthError::ServerError(detail) = &e {
-                tracing::error!(endpoint = endpoint.label(), error = %detail, "token request failed");
-            }
-            e.into_response()
-        }
-    }
+        started,
+        result.map(|body| axum::Json(body).into_response()),
+    )
 }
 
 async fn process(
@@ -108,9 +95,7 @@ async fn process(
     req: Request,
     grant_label: &mut &'static str,
 ) -> Result<serde_json::Value, OAuthError> {
-    let served = st.served.load_full().ok_or_else(|| {
-        OAuthError::Unavailable("the token server has not loaded its configuration yet".into())
-    })?;
+    let served = super::served(st)?;
     let req = request::read(req, st.config.body_limit, true).await?;
     let grant = match req.params.require("grant_type")? {
         "client_credentials" => GrantType::ClientCredentials,
@@ -124,25 +109,14 @@ async fn process(
         }
     };
     *grant_label = grant.as_str();
-    let creds = super::client_auth::read(&req.headers, &req.params)?;
     let now = (st.clock)();
-    let client = authenticate(AuthInput {
-        snapshot: &served.snapshot,
-        keys: &served.keys,
-        lockout: &st.lockout,
-        creds: &creds,
-        addr: req.addr,
+    let client = super::authenticate_client(
+        st,
+        &served,
+        &req,
         now,
-        instant: Instant::now(),
-        dash_allowed: grant != GrantType::ClientCredentials,
-    })?;
-    st.metrics.record_auth(
-        if creds.secret.as_deref() == Some(crate::auth::DASH) || creds.secret.is_none() {
-            "proxy_key_dash"
-        } else {
-            creds_method(&creds)
-        },
-    );
+        grant != GrantType::ClientCredentials,
+    )?;
     if req.via_query && !client.policy.allow_url_parameters {
         return Err(OAuthError::InvalidRequest(
             "this client's policy does not allow URL parameters; POST a form body (credentials in URLs end up in logs)".into(),
@@ -183,12 +157,4 @@ async fn process(
         }
     };
     Ok(response::body(&client.policy.token_management, &issued))
-}
-
-fn creds_method(c: &super::client_auth::ClientCredentials) -> &'static str {
-    match c.presented {
-        super::client_auth::Presented::Basic => "client_secret_basic",
-        super::client_auth::Presented::Post => "client_secret_post",
-        super::client_auth::Presented::IdOnly => "none",
-    }
 }
