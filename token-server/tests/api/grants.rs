@@ -651,3 +651,70 @@ async fn discovery_and_jwks() {
         assert_eq!(k["use"], "sig");
     }
 }
+
+/// The full matrix: every grant, with a JWT and an opaque policy, with Basic and with the form.
+#[tokio::test]
+async fn every_grant_token_type_and_auth_method() {
+    let harness = Harness::new();
+    let h = &harness;
+    for (id, secret, opaque) in [
+        ("es-client", "es-secret", false),
+        ("opaque-client", "opaque-secret", true),
+    ] {
+        for basic_auth in [true, false] {
+            let send = move |params: Vec<(&'static str, String)>| {
+                let mut p: Vec<(&str, &str)> =
+                    params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                if !basic_auth {
+                    p.push(("client_id", id));
+                    p.push(("client_secret", secret));
+                }
+                let body = form(&p);
+                let auth = basic_auth.then(|| basic(id, secret));
+                async move { h.post("/oauth2/token", &body, auth.as_deref()).await }
+            };
+            let cc = send(vec![("grant_type", "client_credentials".into())]).await;
+            let pw = send(vec![
+                ("grant_type", "password".into()),
+                ("username", "alice".into()),
+                ("password", ALICE_PASSWORD.into()),
+            ])
+            .await;
+            let rf = send(vec![
+                ("grant_type", "refresh_token".into()),
+                ("refresh_token", cc.str("refresh_token")),
+            ])
+            .await;
+            for (grant, r) in [
+                ("client_credentials", &cc),
+                ("password", &pw),
+                ("refresh_token", &rf),
+            ] {
+                let label = format!("{id} basic={basic_auth} {grant}");
+                assert_eq!(r.status, 200, "{label}: {}", r.body);
+                let token = r.str("access_token");
+                if opaque {
+                    assert!(token.starts_with("tat."), "{label}");
+                    let i = h
+                        .post(
+                            "/oauth2/introspect",
+                            &form(&[("token", &token)]),
+                            Some(&basic(id, secret)),
+                        )
+                        .await;
+                    assert_eq!(i.body["active"], true, "{label}");
+                } else {
+                    let c = h.verify_jwt(&token).await;
+                    let sub = if grant == "client_credentials" {
+                        id
+                    } else if grant == "password" {
+                        "alice"
+                    } else {
+                        id
+                    };
+                    assert_eq!(c["sub"], sub, "{label}");
+                }
+            }
+        }
+    }
+}
