@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// Length of the failed-authentication window and of a lock, in seconds.
     #[arg(long, default_value_t = 60, env = "TESSERA_LOCKOUT_SECS")]
     pub lockout_secs: u64,
+    /// Threads serving the API (each a single-threaded runtime on its own SO_REUSEPORT socket).
+    /// Default: the CPUs available to the process (its cgroup quota included).
+    #[arg(long, env = "TESSERA_API_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub api_threads: Option<u16>,
     /// On SIGTERM, how long in-flight requests may finish, in seconds.
     #[arg(long, default_value_t = 10, env = "TESSERA_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: u64,

@@ -111,9 +111,10 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListen
 fn api_shards(
     state: &AppState,
     addr: SocketAddr,
+    threads: Option<u16>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from);
     // Port 0 would give every shard its own port: use one shard then.
     let n = if addr.port() == 0 { 1 } else { n };
     let mut threads = Vec::with_capacity(n);
@@ -167,6 +168,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_failed_auth_per_client,
         max_failed_auth_per_address,
         lockout_secs,
+        api_threads,
         shutdown_grace_secs,
     } = args;
     init_logging(log_format, &log)?;
@@ -207,7 +209,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // SO_REUSEPORT socket: no work-stealing wake-ups between threads on the hot path, which on
     // this 2-core machine cut the kernel's share of each request markedly (see the benchmark).
     drop(api);
-    let shards = api_shards(&state, listen, stop_rx.clone())?;
+    let shards = api_shards(&state, listen, api_threads, stop_rx.clone())?;
     let admin_task = tokio::spawn(
         axum::serve(admin_l, admin::router(state.clone()))
             .with_graceful_shutdown(stopped(stop_rx.clone()))
