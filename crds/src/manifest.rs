@@ -151,6 +151,9 @@ fn parse_options() -> serde_saphyr::Options {
     budget.max_events = 2 * MAX_MANIFEST_BYTES;
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
+    // No source snippets in errors: the lines around a syntax error may be a Secret's value, and
+    // errors go to logs and /readyz. Line and column still point at the spot.
+    options.with_snippet = false;
     // Manifests rarely use anchors; a few hundred bytes of nested aliases must not cost seconds.
     options.alias_limits.max_total_replayed_events = 10_000;
     options.alias_limits.max_alias_expansions_per_anchor = 100;
@@ -218,16 +221,16 @@ fn parse_object(doc: Value, source_name: &str, index: usize) -> Result<Outcome, 
     }
     if api_version == "v1" && kind == "Secret" {
         let (namespace, name) = ident(&doc);
-        return typed_object(doc)
-            .map(|s| Outcome::Resource(Resource::Secret(s)))
-            .map_err(|(field, message)| ManifestError::Field {
-                source_name: source_name.to_owned(),
-                kind,
-                namespace,
-                name,
-                field,
-                message,
-            });
+        // A deserializer's message may quote the value, and a Secret's values are secrets: name the
+        // field and the fix only.
+        return typed_object(doc).map(|s| Outcome::Resource(Resource::Secret(s))).map_err(|(field, _)| ManifestError::Field {
+            source_name: source_name.to_owned(),
+            kind,
+            namespace,
+            name,
+            field,
+            message: "this value does not fit the field (values under `data` are base64, under `stringData` plain text; keys are letters, digits, `-`, `_`, `.`)".into(),
+        });
     }
     Ok(Outcome::Skipped(format!("{api_version}/{kind}")))
 }
@@ -341,6 +344,20 @@ stringData: {client_secret: demo}
     fn alias_bombs_are_refused() {
         let bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n";
         assert!(parse(bomb, "bomb.yaml").is_err());
+    }
+
+    #[test]
+    fn errors_never_echo_a_secret_value() {
+        let syntax = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData:\n  client_secret: \"topsecret-value\n  other: [unclosed\n";
+        let msg = parse(syntax, "s.yaml").expect_err("syntax").to_string();
+        assert!(!msg.contains("topsecret"), "{msg}");
+        assert!(msg.contains("line"), "still says where: {msg}");
+        let typed = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {client_secret: 'topsecret-not-base64!'}\n";
+        let msg = parse(typed, "s.yaml").expect_err("not base64").to_string();
+        assert!(
+            !msg.contains("topsecret") && msg.contains("field `data.client_secret`"),
+            "{msg}"
+        );
     }
 
     #[test]

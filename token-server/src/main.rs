@@ -114,7 +114,10 @@ fn api_shards(
     threads: Option<u16>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
-    let n = threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from);
+    let n = threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
     // Port 0 would give every shard its own port: use one shard then.
     let n = if addr.port() == 0 { 1 } else { n };
     let mut threads = Vec::with_capacity(n);
