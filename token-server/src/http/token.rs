@@ -143,12 +143,20 @@ async fn process(
         GrantType::RefreshToken => refresh_token::grant(&cx)?,
         GrantType::Password => {
             let (username, pw) = password::read_user(&req.params)?;
+            // Users get the same failed-attempt budget as clients (RFC 6749 §4.3.2), keyed by
+            // client and user so that guessing one user's password never locks another user out.
+            let user_key = format!("{}\u{0}{username}", client.client_id);
+            if let Some(retry_after) = st.lockout.check(&user_key, req.addr, Instant::now()) {
+                return Err(OAuthError::TooManyRequests { retry_after });
+            }
             let pool = client.policy.users.clone();
             let user = username.clone();
             let ok = tokio::task::spawn_blocking(move || password::verify_user(pool, &user, &pw))
                 .await
                 .map_err(|e| OAuthError::ServerError(format!("password check task: {e}")))?;
             if !ok {
+                st.lockout
+                    .record_failure(&user_key, req.addr, Instant::now());
                 return Err(OAuthError::InvalidGrant(
                     "the username or password is wrong".into(),
                 ));

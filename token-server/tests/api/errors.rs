@@ -302,3 +302,51 @@ async fn secrets_never_appear_in_responses() {
         );
     }
 }
+
+#[tokio::test]
+async fn failed_passwords_lock_the_user_not_the_client_or_other_users() {
+    let users = "apiVersion: v1\nkind: Secret\nmetadata: {name: users}\nstringData:\n  alice: \"$argon2id$v=19$m=19456,t=2,p=1$LqznMbJhu4Fj1acGEEoINA$L/2hEu57damxMU+/UB/sxQ/eRM9DYsJzphuBoClqxJo\"\n  bob: \"$argon2id$v=19$m=19456,t=2,p=1$mlJ7PiKifTkP6z0HqKV7eA$RpCWnA2e3Qiu5N121bv1RTG6L2kjIFejHLwugPmntAU\"\n";
+    let fixture = FIXTURE.replace(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: users}\nstringData:\n  alice: \"$argon2id$v=19$m=19456,t=2,p=1$LqznMbJhu4Fj1acGEEoINA$L/2hEu57damxMU+/UB/sxQ/eRM9DYsJzphuBoClqxJo\"\n",
+        users,
+    );
+    assert_ne!(fixture, FIXTURE, "the fixture's user pool was replaced");
+    let h = Harness::with_files(&[("fixture.yaml", &fixture)]);
+    let auth = basic("es-client", "es-secret");
+    let try_pw = |user: &'static str, pw: &'static str| {
+        let body = form(&[
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", pw),
+        ]);
+        let auth = auth.clone();
+        let h = &h;
+        async move { h.post("/oauth2/token", &body, Some(&auth)).await }
+    };
+    for _ in 0..10 {
+        assert_eq!(try_pw("alice", "guess").await.error(), "invalid_grant");
+    }
+    let locked = try_pw("alice", ALICE_PASSWORD).await;
+    assert_eq!(
+        locked.status, 429,
+        "the right password does not bypass the lock: {}",
+        locked.body
+    );
+    assert!(locked.headers.contains_key("retry-after"));
+    assert_eq!(
+        try_pw("bob", "bob-demo-password").await.status,
+        200,
+        "another user of the same client"
+    );
+    assert_eq!(
+        h.post(
+            "/oauth2/token",
+            "grant_type=client_credentials",
+            Some(&auth)
+        )
+        .await
+        .status,
+        200,
+        "the client itself"
+    );
+}
