@@ -63,9 +63,11 @@ fn generate_keys(name: &str, namespace: &str) -> anyhow::Result<()> {
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     let filter =
         tracing_subscriber::EnvFilter::try_new(filter).context("--log is not a valid filter")?;
+    // Logs go to stderr; stdout is for the tools' output (generate-keys, hash-password).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

@@ -1,0 +1,286 @@
+//! The shipped binary: the README's quickstart command, its tools, metrics and shutdown.
+
+use std::io::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_token-server");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+struct Running {
+    child: Child,
+    api: String,
+    admin: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_quickstart() -> Running {
+    let (api, admin) = (free_port(), free_port());
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/quickstart");
+    let child = Command::new(BIN)
+        .args([
+            "--source",
+            "dir",
+            "--dir",
+            dir,
+            "--listen",
+            &format!("127.0.0.1:{api}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let r = Running {
+        child,
+        api: format!("http://127.0.0.1:{api}"),
+        admin: format!("http://127.0.0.1:{admin}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(resp) = reqwest::get(format!("{}/readyz", r.admin)).await
+            && resp.status() == 200
+        {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_quickstart_serves_a_token_a_standard_validator_accepts_and_metrics_count_it() {
+    let r = start_quickstart().await;
+    let http = reqwest::Client::new();
+    use base64::Engine as _;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("demo-app:demo-secret-change-me")
+    );
+    let resp = http
+        .post(format!("{}/oauth2/token", r.api))
+        .header("authorization", basic)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .expect("token request");
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    let token = body["access_token"].as_str().expect("token");
+    let jwks: jsonwebtoken::jwk::JwkSet = http
+        .get(format!("{}/.well-known/jwks.json", r.api))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
+    let header = jsonwebtoken::decode_header(token).expect("header");
+    let key =
+        jsonwebtoken::DecodingKey::from_jwk(jwks.find(&header.kid.expect("kid")).expect("key"))
+            .expect("decoding key");
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.set_issuer(&["http://localhost:8080"]);
+    v.set_audience(&["https://api.example.com/orders"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
+        .expect("valid")
+        .claims;
+    assert_eq!(
+        (claims["client_id"].as_str(), claims["tenant"].as_str()),
+        (Some("demo-app"), Some("acme"))
+    );
+
+    // A failed attempt, then the metrics.
+    let _ = http
+        .post(format!("{}/oauth2/token", r.api))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials&client_id=demo-app&client_secret=x")
+        .send()
+        .await;
+    let metrics = http
+        .get(format!("{}/metrics", r.admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        r#"tessera_requests_total{endpoint="/oauth2/token",grant="client_credentials",outcome="ok"} 1"#,
+        r#"tessera_requests_total{endpoint="/oauth2/token",grant="client_credentials",outcome="invalid_client"} 1"#,
+        r#"tessera_client_auth_total{method="client_secret_basic"} 1"#,
+        r#"tessera_snapshot_objects{kind="Credential"} 1"#,
+        "tessera_snapshot_generation 1",
+        "tessera_reload_failures_total 0",
+        r#"tessera_request_duration_seconds_count{endpoint="/oauth2/token"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "missing `{line}` in:\n{metrics}");
+    }
+    assert!(metrics.contains("tessera_snapshot_age_seconds"));
+    assert!(!metrics.contains("demo-secret-change-me"));
+    let ready: serde_json::Value = http
+        .get(format!("{}/readyz", r.admin))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (
+            ready["ready"].as_bool(),
+            ready["keys"]["ephemeral"].as_bool()
+        ),
+        (Some(true), Some(true))
+    );
+    assert_eq!(
+        http.get(format!("{}/healthz", r.admin))
+            .send()
+            .await
+            .expect("healthz")
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_cleanly_and_the_missing_key_set_is_warned_about() {
+    let mut r = start_quickstart().await;
+    let pid = r.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = r.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not exit on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(r.child.stderr.as_mut().expect("stderr"), &mut err)
+        .expect("read");
+    assert!(err.contains("NO KEY SET FOUND"), "{err}");
+    assert!(err.contains("shutting down"), "{err}");
+    assert!(!err.contains("demo-secret-change-me"), "no secret in logs");
+}
+
+#[test]
+fn hash_password_prints_an_argon2id_hash_that_verifies() {
+    let mut child = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"correct horse\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).expect("utf-8");
+    let hash = hash.trim();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    use argon2::PasswordVerifier as _;
+    let parsed = argon2::PasswordHash::new(hash).expect("PHC");
+    assert!(
+        argon2::Argon2::default()
+            .verify_password(b"correct horse", &parsed)
+            .is_ok()
+    );
+    assert!(
+        argon2::Argon2::default()
+            .verify_password(b"correct horse\n", &parsed)
+            .is_err(),
+        "the newline is not part of it"
+    );
+    // An empty password is refused.
+    let mut child = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    drop(child.stdin.take());
+    assert!(!child.wait_with_output().expect("output").status.success());
+}
+
+#[test]
+fn generate_keys_prints_a_key_set_secret_the_server_reads() {
+    let out = Command::new(BIN)
+        .args([
+            "generate-keys",
+            "--name",
+            "tessera-keys",
+            "--namespace",
+            "tokens",
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let parsed = tessera_crds::manifest::parse(&text, "keys.yaml").expect("a valid manifest");
+    let tessera_crds::manifest::Resource::Secret(secret) = &parsed.resources[0] else {
+        panic!("a Secret")
+    };
+    assert_eq!(secret.metadata.namespace.as_deref(), Some("tokens"));
+    let json = &secret.string_data.as_ref().expect("stringData")["keyset.json"];
+    let keys = tessera_token_server::token::keys::KeySet::from_json(json.as_bytes())
+        .expect("a key set the server reads");
+    assert_eq!(keys.algorithms(jiff::Timestamp::now()).len(), 3);
+}
+
+#[test]
+fn bad_command_lines_fail_with_a_message() {
+    let out = Command::new(BIN)
+        .args(["--source", "dir"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dir"));
+    let out = Command::new(BIN)
+        .args([
+            "--source",
+            "dir",
+            "--dir",
+            "/nonexistent/folder",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a folder"));
+    let out = Command::new(BIN)
+        .args(["--listen", "not-an-address", "--dir", "."])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+}
