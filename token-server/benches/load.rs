@@ -1,8 +1,8 @@
 //! Load benchmark: the release token server over loopback, driven by `oha`.
 //!
 //! `cargo bench -p tessera-token-server --bench load` (needs `oha`: `cargo install oha`).
-//! Set `TESSERA_BENCH_SECS` (default 8) for the length of each run, and `TESSERA_BENCH_SIZES`
-//! (default `10,100000`) for the numbers of Credentials.
+//! Set `TESSERA_BENCH_SECS` (default 8) for the length of each run, `TESSERA_BENCH_SIZES`
+//! (default `10,100000`) for the numbers of Credentials and `TESSERA_BENCH_ROUNDS` (default 3).
 //!
 //! For a folder with 10 Credentials and one with 100,000, it starts `token-server --source dir`,
 //! then for each scenario (client_credentials with an ES256, EdDSA and RS256 JWT and an opaque
@@ -312,93 +312,103 @@ fn reload_time(s: &Server, dir: &Path) -> Duration {
     start.elapsed()
 }
 
+/// Per-scenario results of one server across rounds.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+fn scenarios(api: &str, opaque_token: &str) -> Vec<Scenario> {
+    vec![
+        token_scenario("client_credentials ES256 JWT", api, "bench-es"),
+        token_scenario("client_credentials EdDSA JWT", api, "bench-ed"),
+        token_scenario("client_credentials RS256 JWT", api, "bench-rs"),
+        token_scenario("client_credentials opaque", api, "bench-opaque"),
+        Scenario {
+            name: "introspection (opaque)",
+            url: format!("{api}/oauth2/introspect"),
+            method: "POST",
+            headers: vec![basic("bench-gateway"), "content-type: application/x-www-form-urlencoded".into()],
+            body: Some(format!("token={opaque_token}")),
+        },
+        Scenario { name: "JWKS", url: format!("{api}/.well-known/jwks.json"), method: "GET", headers: vec![], body: None },
+    ]
+}
+
+fn opaque_token(api: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-H", &basic("bench-opaque"), "-d", "grant_type=client_credentials"])
+        .arg(format!("{api}/oauth2/token"))
+        .output()
+        .expect("curl");
+    let body: Value = serde_json::from_slice(&out.stdout).expect("token json");
+    body["access_token"].as_str().expect("token").to_owned()
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` only checks that this builds.
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
     let Some(oha) = oha() else {
-        eprintln!(
-            "the load benchmark needs oha: `cargo install oha` (crates.io), then run it again"
-        );
+        eprintln!("the load benchmark needs oha: `cargo install oha` (crates.io), then run it again");
         std::process::exit(1);
     };
     let secs = secs();
-    let root = std::env::temp_dir().join(format!("tessera-bench-{}", std::process::id()));
-    println!("load average before: {}", loadavg());
-    println!(
-        "| credentials | scenario | req/s | p50 ms | p99 ms | tokens per server CPU-s | non-200 |"
-    );
-    println!("|---:|---|---:|---:|---:|---:|---:|");
-    let mut summary = Vec::new();
+    let rounds: usize = std::env::var("TESSERA_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
     let sizes: Vec<usize> = std::env::var("TESSERA_BENCH_SIZES")
         .unwrap_or_else(|_| "10,100000".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    for n in sizes {
+    let root = std::env::temp_dir().join(format!("tessera-bench-{}", std::process::id()));
+    println!("load average before: {}", loadavg());
+    // Every server runs at once and the rounds alternate between them, so drift in the machine's
+    // load hits all sizes alike; figures are medians over the rounds.
+    let mut servers = Vec::new();
+    for &n in &sizes {
         let dir = root.join(format!("n{n}"));
         write_folder(&dir, n);
         let t = Instant::now();
         let server = start(&dir);
-        let startup = t.elapsed();
-        let pid = server.child.id();
-        // One opaque token for the introspection scenario.
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-H",
-                &basic("bench-opaque"),
-                "-d",
-                "grant_type=client_credentials",
-            ])
-            .arg(format!("{}/oauth2/token", server.api))
-            .output()
-            .expect("curl");
-        let body: Value = serde_json::from_slice(&out.stdout).expect("token json");
-        let token = body["access_token"].as_str().expect("token").to_owned();
-        let scenarios = [
-            token_scenario("client_credentials ES256 JWT", &server.api, "bench-es"),
-            token_scenario("client_credentials EdDSA JWT", &server.api, "bench-ed"),
-            token_scenario("client_credentials RS256 JWT", &server.api, "bench-rs"),
-            token_scenario("client_credentials opaque", &server.api, "bench-opaque"),
-            Scenario {
-                name: "introspection (opaque)",
-                url: format!("{}/oauth2/introspect", server.api),
-                method: "POST",
-                headers: vec![
-                    basic("bench-gateway"),
-                    "content-type: application/x-www-form-urlencoded".into(),
-                ],
-                body: Some(format!("token={token}")),
-            },
-            Scenario {
-                name: "JWKS",
-                url: format!("{}/.well-known/jwks.json", server.api),
-                method: "GET",
-                headers: vec![],
-                body: None,
-            },
-        ];
-        run(&oha, &scenarios[0], pid, None, 2); // warm-up
-        for s in &scenarios {
-            let r = run(&oha, s, pid, None, secs);
+        println!("credentials={n}: startup to ready {:.2?}", t.elapsed());
+        let token = opaque_token(&server.api);
+        servers.push((n, dir, server, token));
+    }
+    for (_, _, server, _) in &servers {
+        run(&oha, &scenarios(&server.api, "x")[0], server.child.id(), None, 2); // warm-up
+    }
+    println!();
+    println!("| credentials | scenario | req/s | p50 ms | p99 ms | tokens per server CPU-s | non-200 |");
+    println!("|---:|---|---:|---:|---:|---:|---:|");
+    let names: Vec<&'static str> = scenarios("", "").iter().map(|s| s.name).collect();
+    let mut per_cpu: Vec<Vec<f64>> = vec![Vec::new(); servers.len() * names.len()];
+    for (si, name) in names.iter().enumerate() {
+        let mut rows: Vec<Vec<Outcome>> = (0..servers.len()).map(|_| Vec::new()).collect();
+        for _ in 0..rounds {
+            for (k, (_, _, server, token)) in servers.iter().enumerate() {
+                let sc = &scenarios(&server.api, token)[si];
+                rows[k].push(run(&oha, sc, server.child.id(), None, secs));
+            }
+        }
+        for (k, (n, _, server, token)) in servers.iter().enumerate() {
+            let r = &rows[k];
+            let cpu: Vec<f64> = r.iter().map(|o| o.per_cpu_sec).collect();
+            per_cpu[k * names.len() + si] = cpu.clone();
+            let bad: u64 = r.iter().map(|o| o.total - o.ok).sum();
             println!(
-                "| {n} | {} | {:.0} | {:.3} | {:.3} | {:.0} | {} |",
-                s.name,
-                r.rps,
-                r.p50_ms,
-                r.p99_ms,
-                r.per_cpu_sec,
-                r.total - r.ok
+                "| {n} | {name} | {:.0} | {:.3} | {:.3} | {:.0} | {bad} |",
+                median(r.iter().map(|o| o.rps).collect()),
+                median(r.iter().map(|o| o.p50_ms).collect()),
+                median(r.iter().map(|o| o.p99_ms).collect()),
+                median(cpu)
             );
-            summary.push((n, s.name, r.per_cpu_sec));
-            if s.name.starts_with("client_credentials ES256") {
-                let half = run(&oha, s, pid, Some(r.rps / 2.0), secs);
+            if name.starts_with("client_credentials ES256") {
+                let sc = &scenarios(&server.api, token)[si];
+                let half = run(&oha, sc, server.child.id(), Some(median(r.iter().map(|o| o.rps).collect()) / 2.0), secs);
                 println!(
-                    "| {n} | {} at half peak ({:.0}/s) | {:.0} | {:.3} | {:.3} | {:.0} | {} |",
-                    s.name,
-                    r.rps / 2.0,
+                    "| {n} | {name} at half the peak rate ({:.0}/s) | {:.0} | {:.3} | {:.3} | {:.0} | {} |",
+                    median(r.iter().map(|o| o.rps).collect()) / 2.0,
                     half.rps,
                     half.p50_ms,
                     half.p99_ms,
@@ -407,29 +417,32 @@ fn main() {
                 );
             }
         }
-        let rss = rss_mb(pid);
-        let mut reloads: Vec<Duration> = (0..3).map(|_| reload_time(&server, &dir)).collect();
+    }
+    println!();
+    for (n, dir, server, _) in &servers {
+        let rss = rss_mb(server.child.id());
+        let mut reloads: Vec<Duration> = (0..3).map(|_| reload_time(server, dir)).collect();
         reloads.sort();
-        println!();
         println!(
-            "credentials={n}: startup to ready {startup:.2?}; RSS {rss:.1} MB; folder reload (100 ms debounce + read + parse + resolve + swap) median {:.2?} of {reloads:.2?}",
+            "credentials={n}: RSS {rss:.1} MB; folder reload (100 ms debounce + read + parse + resolve + swap) median {:.2?} of {reloads:.2?}",
             reloads[1]
         );
-        println!();
-        drop(server);
-        let _ = std::fs::remove_dir_all(&dir);
     }
-    for (_, name, small) in summary.iter().filter(|s| s.0 == 10) {
-        let large = summary
-            .iter()
-            .find(|s| s.0 == 100_000 && s.1 == *name)
-            .map(|s| s.2)
-            .unwrap_or(0.0);
-        println!(
-            "{name}: tokens per CPU-s with 100k / with 10 = {:.3}",
-            if *small > 0.0 { large / small } else { 0.0 }
-        );
+    if servers.len() >= 2 {
+        println!();
+        let last = servers.len() - 1;
+        for (si, name) in names.iter().enumerate() {
+            let small = median(per_cpu[si].clone());
+            let large = median(per_cpu[last * names.len() + si].clone());
+            println!(
+                "{name}: tokens per CPU-s with {} / with {} Credentials = {:.3} (medians of {rounds} interleaved rounds)",
+                servers[last].0,
+                servers[0].0,
+                if small > 0.0 { large / small } else { 0.0 }
+            );
+        }
     }
     println!("load average after: {}", loadavg());
+    drop(servers);
     let _ = std::fs::remove_dir_all(&root);
 }
