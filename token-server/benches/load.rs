@@ -328,16 +328,31 @@ fn scenarios(api: &str, opaque_token: &str) -> Vec<Scenario> {
             name: "introspection (opaque)",
             url: format!("{api}/oauth2/introspect"),
             method: "POST",
-            headers: vec![basic("bench-gateway"), "content-type: application/x-www-form-urlencoded".into()],
+            headers: vec![
+                basic("bench-gateway"),
+                "content-type: application/x-www-form-urlencoded".into(),
+            ],
             body: Some(format!("token={opaque_token}")),
         },
-        Scenario { name: "JWKS", url: format!("{api}/.well-known/jwks.json"), method: "GET", headers: vec![], body: None },
+        Scenario {
+            name: "JWKS",
+            url: format!("{api}/.well-known/jwks.json"),
+            method: "GET",
+            headers: vec![],
+            body: None,
+        },
     ]
 }
 
 fn opaque_token(api: &str) -> String {
     let out = Command::new("curl")
-        .args(["-s", "-H", &basic("bench-opaque"), "-d", "grant_type=client_credentials"])
+        .args([
+            "-s",
+            "-H",
+            &basic("bench-opaque"),
+            "-d",
+            "grant_type=client_credentials",
+        ])
         .arg(format!("{api}/oauth2/token"))
         .output()
         .expect("curl");
@@ -351,11 +366,16 @@ fn main() {
         return;
     }
     let Some(oha) = oha() else {
-        eprintln!("the load benchmark needs oha: `cargo install oha` (crates.io), then run it again");
+        eprintln!(
+            "the load benchmark needs oha: `cargo install oha` (crates.io), then run it again"
+        );
         std::process::exit(1);
     };
     let secs = secs();
-    let rounds: usize = std::env::var("TESSERA_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let rounds: usize = std::env::var("TESSERA_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let sizes: Vec<usize> = std::env::var("TESSERA_BENCH_SIZES")
         .unwrap_or_else(|_| "10,100000".into())
         .split(',')
@@ -376,10 +396,18 @@ fn main() {
         servers.push((n, dir, server, token));
     }
     for (_, _, server, _) in &servers {
-        run(&oha, &scenarios(&server.api, "x")[0], server.child.id(), None, 2); // warm-up
+        run(
+            &oha,
+            &scenarios(&server.api, "x")[0],
+            server.child.id(),
+            None,
+            2,
+        ); // warm-up
     }
     println!();
-    println!("| credentials | scenario | req/s | p50 ms | p99 ms | tokens per server CPU-s | non-200 |");
+    println!(
+        "| credentials | scenario | req/s | p50 ms | p99 ms | tokens per server CPU-s | non-200 |"
+    );
     println!("|---:|---|---:|---:|---:|---:|---:|");
     let names: Vec<&'static str> = scenarios("", "").iter().map(|s| s.name).collect();
     let mut per_cpu: Vec<Vec<f64>> = vec![Vec::new(); servers.len() * names.len()];
@@ -405,7 +433,13 @@ fn main() {
             );
             if name.starts_with("client_credentials ES256") {
                 let sc = &scenarios(&server.api, token)[si];
-                let half = run(&oha, sc, server.child.id(), Some(median(r.iter().map(|o| o.rps).collect()) / 2.0), secs);
+                let half = run(
+                    &oha,
+                    sc,
+                    server.child.id(),
+                    Some(median(r.iter().map(|o| o.rps).collect()) / 2.0),
+                    secs,
+                );
                 println!(
                     "| {n} | {name} at half the peak rate ({:.0}/s) | {:.0} | {:.3} | {:.3} | {:.0} | {} |",
                     median(r.iter().map(|o| o.rps).collect()) / 2.0,

@@ -105,3 +105,32 @@ async fn a_bad_key_set_is_rejected_and_problems_are_listed() {
         "{ready}"
     );
 }
+
+#[test]
+fn every_example_folder_loads_through_the_dir_source_without_problems() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&examples).expect("examples") {
+        let dir = entry.expect("entry").path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let mut loader = tessera_token_server::source::dir::DirLoader::new(
+            dir.clone(),
+            "tessera-keys".into(),
+            ISSUER.into(),
+        );
+        let served = loader
+            .load(jiff::Timestamp::now())
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        assert!(
+            served.snapshot.report().is_empty(),
+            "{}: {:?}",
+            dir.display(),
+            served.snapshot.report().with_problems()
+        );
+        assert!(served.snapshot.counts().clients >= 1, "{}", dir.display());
+        n += 1;
+    }
+    assert_eq!(n, 10);
+}
