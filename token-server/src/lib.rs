@@ -17,6 +17,7 @@ pub mod http;
 pub mod lockout;
 pub mod metrics;
 pub mod revocation;
+pub mod serve;
 pub mod source;
 pub mod state;
 pub mod token;

@@ -109,11 +109,13 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListen
     socket.listen(1024)
 }
 
-/// Starts one API server thread per core on `addr`.
+/// Starts one API server thread per core on `addr`, each a single-threaded runtime with its own
+/// accept loop (`tessera_token_server::serve`).
 fn api_shards(
     state: &AppState,
     addr: SocketAddr,
     threads: Option<u16>,
+    header_timeout: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
     let n = threads.map_or_else(
@@ -125,7 +127,7 @@ fn api_shards(
     let mut threads = Vec::with_capacity(n);
     for i in 0..n {
         let state = state.clone();
-        let mut stop = stop.clone();
+        let stop = stop.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -139,19 +141,12 @@ fn api_shards(
             std::thread::Builder::new()
                 .name(format!("api-{i}"))
                 .spawn(move || {
-                    rt.block_on(async move {
-                        let app =
-                            http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-                        let shutdown = async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        };
-                        if let Err(e) = axum::serve(listener, app)
-                            .with_graceful_shutdown(shutdown)
-                            .await
-                        {
-                            tracing::error!(error = %e, shard = i, "API server failed");
-                        }
-                    });
+                    rt.block_on(tessera_token_server::serve::serve(
+                        listener,
+                        http::router(state),
+                        header_timeout,
+                        stop,
+                    ));
                 })?,
         );
     }
@@ -214,7 +209,13 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // SO_REUSEPORT socket: no work-stealing wake-ups between threads on the hot path, which on
     // this 2-core machine cut the kernel's share of each request markedly (see the benchmark).
     drop(api);
-    let shards = api_shards(&state, listen, api_threads, stop_rx.clone())?;
+    let shards = api_shards(
+        &state,
+        listen,
+        api_threads,
+        Duration::from_secs(request_timeout_secs),
+        stop_rx.clone(),
+    )?;
     let admin_task = tokio::spawn(
         axum::serve(admin_l, admin::router(state.clone()))
             .with_graceful_shutdown(stopped(stop_rx.clone()))

@@ -47,13 +47,13 @@ async fn start(config: Config) -> Server {
     );
     let loader = DirLoader::new(dir.0.clone(), "tessera-keys".into(), ISSUER.into());
     tokio::spawn(dir::run(state.clone(), loader, stopped(rx.clone())));
-    let app = tessera_token_server::http::router(state.clone())
-        .into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(
-        axum::serve(api_l, app)
-            .with_graceful_shutdown(stopped(rx.clone()))
-            .into_future(),
-    );
+    // The real accept loop, with a short header timeout for the slow-client test.
+    tokio::spawn(tessera_token_server::serve::serve(
+        api_l,
+        tessera_token_server::http::router(state.clone()),
+        Duration::from_secs(1),
+        rx.clone(),
+    ));
     tokio::spawn(
         axum::serve(admin_l, tessera_token_server::admin::router(state))
             .with_graceful_shutdown(stopped(rx))
@@ -243,4 +243,41 @@ async fn the_source_address_budget_applies_over_sockets() {
     }
     let (status, body) = s.token("rs-client", "rs-secret").await;
     assert_eq!(status, 429, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_trickles_its_headers_is_disconnected_and_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start(Config {
+        issuer: ISSUER.into(),
+        ..Config::default()
+    })
+    .await;
+    let mut slow = tokio::net::TcpStream::connect(s.api)
+        .await
+        .expect("connect");
+    slow.write_all(b"POST /oauth2/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n").await.expect("write");
+    // Meanwhile other clients are served.
+    assert_eq!(s.token("rs-client", "rs-secret").await.0, 200);
+    // The header timeout (1 s here) closes the slow connection.
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, Ok(true), "the slow connection was not closed");
+    // Garbage instead of HTTP is answered and closed too; the server stays up.
+    let mut junk = tokio::net::TcpStream::connect(s.api)
+        .await
+        .expect("connect");
+    junk.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 0, 1, 2, 3])
+        .await
+        .expect("write");
+    let _ = tokio::time::timeout(Duration::from_secs(5), junk.read(&mut buf)).await;
+    assert_eq!(s.token("rs-client", "rs-secret").await.0, 200);
 }

@@ -1,0 +1,74 @@
+//! The API's accept loop: HTTP/1.1 with a header-read timeout (a client that trickles its
+//! headers is disconnected), TCP_NODELAY, the peer address for the handlers, and graceful
+//! shutdown. This is also where TLS will be terminated.
+//!
+//! Cost note: a timer armed per request makes tokio wake its I/O driver (an eventfd write, one
+//! syscall per request) whenever that timer becomes the runtime's earliest deadline. A heartbeat
+//! timer that is always earlier keeps the per-connection header timers from ever being first.
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How often the heartbeat ticks; must stay well below the header timeout.
+const HEARTBEAT: Duration = Duration::from_millis(250);
+
+/// Serves `router` on `listener` until `shutdown` turns true, then waits for open requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let heartbeat = tokio::spawn(async {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        loop {
+            tick.tick().await;
+        }
+    });
+    // Its guard is dropped at once, so this future stays Send.
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stop);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, addr) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let svc = tower::ServiceExt::map_request(router.clone(), move |mut req: axum::http::Request<Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(addr));
+                    req
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(svc));
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    // Errors here are clients going away or timing out; nothing to report.
+                    let _ = conn.await;
+                });
+            }
+            () = &mut stop => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    heartbeat.abort();
+}
