@@ -64,6 +64,16 @@ pub struct ServeArgs {
     /// Address of the token API.
     #[arg(long, default_value = "0.0.0.0:8080", env = "TESSERA_LISTEN")]
     pub listen: SocketAddr,
+    /// PEM certificate chain: with `--tls-key`, `--listen` serves HTTPS (TLS 1.2/1.3). The folder
+    /// is watched, and a changed certificate (e.g. a cert-manager Secret) is used without restart.
+    #[arg(long, env = "TESSERA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "TESSERA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// With TLS on `--listen`, also serve plain HTTP here (for a service mesh that terminates TLS).
+    #[arg(long, env = "TESSERA_PLAIN_LISTEN", requires = "tls_cert")]
+    pub plain_listen: Option<SocketAddr>,
     /// Address of the admin API (health, readiness, metrics).
     #[arg(long, default_value = "0.0.0.0:9090", env = "TESSERA_ADMIN_LISTEN")]
     pub admin_listen: SocketAddr,

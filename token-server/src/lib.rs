@@ -20,4 +20,5 @@ pub mod revocation;
 pub mod serve;
 pub mod source;
 pub mod state;
+pub mod tls;
 pub mod token;

@@ -116,6 +116,7 @@ fn api_shards(
     addr: SocketAddr,
     threads: Option<u16>,
     header_timeout: Duration,
+    tls: Option<tessera_token_server::tls::SharedConfig>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
     let n = threads.map_or_else(
@@ -128,6 +129,7 @@ fn api_shards(
     for i in 0..n {
         let state = state.clone();
         let stop = stop.clone();
+        let tls = tls.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -145,6 +147,7 @@ fn api_shards(
                         listener,
                         http::router(state),
                         header_timeout,
+                        tls,
                         stop,
                     ));
                 })?,
@@ -159,6 +162,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         dir,
         keys_secret,
         listen,
+        tls_cert,
+        tls_key,
+        plain_listen,
         admin_listen,
         issuer,
         log_format,
@@ -209,13 +215,39 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // SO_REUSEPORT socket: no work-stealing wake-ups between threads on the hot path, which on
     // this 2-core machine cut the kernel's share of each request markedly (see the benchmark).
     drop(api);
-    let shards = api_shards(
+    let request_timeout = Duration::from_secs(request_timeout_secs);
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = tessera_token_server::tls::TlsFiles { cert, key };
+            let config = tessera_token_server::tls::initial(&files)?;
+            tokio::spawn(tessera_token_server::tls::watch(
+                files,
+                config.clone(),
+                stopped(stop_rx.clone()),
+            ));
+            Some(config)
+        }
+        _ => None,
+    };
+    let mut shards = api_shards(
         &state,
         listen,
         api_threads,
-        Duration::from_secs(request_timeout_secs),
+        request_timeout,
+        tls.clone(),
         stop_rx.clone(),
     )?;
+    if let Some(plain) = plain_listen {
+        shards.extend(api_shards(
+            &state,
+            plain,
+            api_threads,
+            request_timeout,
+            None,
+            stop_rx.clone(),
+        )?);
+        tracing::info!(%plain, "also serving plain HTTP");
+    }
     let admin_task = tokio::spawn(
         axum::serve(admin_l, admin::router(state.clone()))
             .with_graceful_shutdown(stopped(stop_rx.clone()))

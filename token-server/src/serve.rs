@@ -18,10 +18,13 @@ use tokio::net::TcpListener;
 const HEARTBEAT: Duration = Duration::from_millis(250);
 
 /// Serves `router` on `listener` until `shutdown` turns true, then waits for open requests.
+/// With `tls`, connections are TLS (the newest configuration at each handshake); a handshake must
+/// finish within `header_timeout` too.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     header_timeout: Duration,
+    tls: Option<crate::tls::SharedConfig>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -58,12 +61,28 @@ pub async fn serve(
                     req.extensions_mut().insert(ConnectInfo(addr));
                     req
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(svc));
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    // Errors here are clients going away or timing out; nothing to report.
-                    let _ = conn.await;
-                });
+                let svc = hyper_util::service::TowerToHyperService::new(svc);
+                match &tls {
+                    None => {
+                        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+                        // Errors here are clients going away or timing out; nothing to report.
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        });
+                    }
+                    Some(config) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(config.load_full());
+                        let (builder, watcher) = (builder.clone(), graceful.watcher());
+                        tokio::spawn(async move {
+                            // A client that never finishes its handshake, or sends garbage, only
+                            // loses its own connection.
+                            let Ok(Ok(stream)) = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await else {
+                                return;
+                            };
+                            let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc)).await;
+                        });
+                    }
+                }
             }
             () = &mut stop => break,
         }

@@ -14,3 +14,5 @@ mod introspection;
 mod loopback;
 #[path = "api/reload.rs"]
 mod reload;
+#[path = "api/tls.rs"]
+mod tls;

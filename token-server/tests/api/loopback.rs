@@ -52,6 +52,7 @@ async fn start(config: Config) -> Server {
         api_l,
         tessera_token_server::http::router(state.clone()),
         Duration::from_secs(1),
+        None,
         rx.clone(),
     ));
     tokio::spawn(
