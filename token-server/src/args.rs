@@ -71,6 +71,11 @@ pub struct ServeArgs {
     /// PEM private key for `--tls-cert`.
     #[arg(long, env = "TESSERA_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle that client certificates must chain to for `tls_client_auth` (RFC 8705).
+    /// Client certificates are always requested and never required; without a bundle only
+    /// `self_signed_tls_client_auth` (bound by thumbprint) can succeed.
+    #[arg(long, env = "TESSERA_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// With TLS on `--listen`, also serve plain HTTP here (for a service mesh that terminates TLS).
     #[arg(long, env = "TESSERA_PLAIN_LISTEN", requires = "tls_cert")]
     pub plain_listen: Option<SocketAddr>,

@@ -34,19 +34,32 @@ pub struct AuthInput<'a> {
     pub instant: Instant,
     /// The grant accepts `-` from a proxy key.
     pub dash_allowed: bool,
+    /// The TLS client certificate, if any.
+    pub peer: Option<&'a crate::mtls::PeerCert>,
+}
+
+/// An authenticated client.
+#[derive(Debug)]
+pub struct Authenticated {
+    /// The client.
+    pub client: Arc<Client>,
+    /// The method that succeeded (metric label).
+    pub method: &'static str,
+    /// `x5t#S256` of the certificate the client authenticated with, for certificate-bound tokens.
+    pub cnf: Option<String>,
 }
 
 fn method_of(p: Presented) -> Option<ClientAuthMethod> {
     match p {
         Presented::Basic => Some(ClientAuthMethod::ClientSecretBasic),
         Presented::Post => Some(ClientAuthMethod::ClientSecretPost),
-        Presented::IdOnly => None,
+        Presented::IdOnly | Presented::Certificate => None,
     }
 }
 
 /// Authenticates the client. Every failure is the same `invalid_client`, whether the client_id is
 /// unknown, disabled or the secret is wrong, and takes the same work (one keyed hash).
-pub fn authenticate(i: AuthInput<'_>) -> Result<Arc<Client>, OAuthError> {
+pub fn authenticate(i: AuthInput<'_>) -> Result<Authenticated, OAuthError> {
     let basic = i.creds.presented == Presented::Basic;
     if let Some(retry_after) = i.lockout.check(&i.creds.client_id, i.addr, i.instant) {
         return Err(OAuthError::TooManyRequests { retry_after });
@@ -101,5 +114,9 @@ pub fn authenticate(i: AuthInput<'_>) -> Result<Arc<Client>, OAuthError> {
             });
         }
     }
-    Ok(client.clone())
+    Ok(Authenticated {
+        client: client.clone(),
+        method: i.creds.method_label(),
+        cnf: None,
+    })
 }

@@ -53,8 +53,8 @@ pub fn authenticate_client(
     req: &request::OAuthRequest,
     now: jiff::Timestamp,
     dash_allowed: bool,
-) -> Result<std::sync::Arc<tessera_crds::model::Client>, crate::error::OAuthError> {
-    let creds = client_auth::read(&req.headers, &req.params)?;
+) -> Result<crate::auth::Authenticated, crate::error::OAuthError> {
+    let creds = client_auth::read(&req.headers, &req.params, req.peer.is_some())?;
     let client = crate::auth::authenticate(crate::auth::AuthInput {
         snapshot: &served.snapshot,
         keys: &served.keys,
@@ -64,8 +64,9 @@ pub fn authenticate_client(
         now,
         instant: std::time::Instant::now(),
         dash_allowed,
+        peer: req.peer.as_deref(),
     })?;
-    st.metrics.record_auth(creds.method_label());
+    st.metrics.record_auth(client.method);
     Ok(client)
 }
 

@@ -16,6 +16,7 @@ pub mod grant;
 pub mod http;
 pub mod lockout;
 pub mod metrics;
+pub mod mtls;
 pub mod revocation;
 pub mod serve;
 pub mod source;

@@ -164,6 +164,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         listen,
         tls_cert,
         tls_key,
+        tls_client_ca,
         plain_listen,
         admin_listen,
         issuer,
@@ -218,7 +219,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let request_timeout = Duration::from_secs(request_timeout_secs);
     let tls = match (tls_cert, tls_key) {
         (Some(cert), Some(key)) => {
-            let files = tessera_token_server::tls::TlsFiles { cert, key };
+            let files = tessera_token_server::tls::TlsFiles {
+                cert,
+                key,
+                client_ca: tls_client_ca,
+            };
             let config = tessera_token_server::tls::initial(&files)?;
             tokio::spawn(tessera_token_server::tls::watch(
                 files,

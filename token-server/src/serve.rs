@@ -6,11 +6,13 @@
 //! syscall per request) whenever that timer becomes the runtime's earliest deadline. A heartbeat
 //! timer that is always earlier keeps the per-connection header timers from ever being first.
 
+use crate::mtls::PeerCert;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -57,13 +59,9 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let svc = tower::ServiceExt::map_request(router.clone(), move |mut req: axum::http::Request<Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(addr));
-                    req
-                });
-                let svc = hyper_util::service::TowerToHyperService::new(svc);
                 match &tls {
                     None => {
+                        let svc = service(router.clone(), addr, None);
                         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
                         // Errors here are clients going away or timing out; nothing to report.
                         tokio::spawn(async move {
@@ -71,14 +69,17 @@ pub async fn serve(
                         });
                     }
                     Some(config) => {
-                        let acceptor = tokio_rustls::TlsAcceptor::from(config.load_full());
-                        let (builder, watcher) = (builder.clone(), graceful.watcher());
+                        let state = config.load_full();
+                        let acceptor = tokio_rustls::TlsAcceptor::from(state.server.clone());
+                        let (builder, watcher, router) = (builder.clone(), graceful.watcher(), router.clone());
                         tokio::spawn(async move {
                             // A client that never finishes its handshake, or sends garbage, only
                             // loses its own connection.
                             let Ok(Ok(stream)) = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await else {
                                 return;
                             };
+                            let peer = peer_cert(&state, stream.get_ref().1.peer_certificates());
+                            let svc = service(router, addr, peer);
                             let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc)).await;
                         });
                     }
@@ -90,4 +91,44 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     heartbeat.abort();
+}
+
+/// The router with the connection's peer address and client certificate in every request.
+fn service(
+    router: Router,
+    addr: std::net::SocketAddr,
+    peer: Option<Arc<PeerCert>>,
+) -> hyper_util::service::TowerToHyperService<
+    impl tower::Service<
+        axum::http::Request<Incoming>,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone,
+> {
+    hyper_util::service::TowerToHyperService::new(tower::ServiceExt::map_request(
+        router,
+        move |mut req: axum::http::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(addr));
+            if let Some(p) = &peer {
+                req.extensions_mut().insert(p.clone());
+            }
+            req
+        },
+    ))
+}
+
+/// What authentication needs of the client's certificate: the leaf parsed, and whether the chain
+/// leads to the client CA.
+fn peer_cert(
+    state: &crate::tls::TlsState,
+    chain: Option<&[rustls_pki_types::CertificateDer<'static>]>,
+) -> Option<Arc<PeerCert>> {
+    let chain = chain?;
+    let leaf = chain.first()?;
+    let ca_verified = state.client_ca.as_ref().is_some_and(|v| {
+        v.verify_client_cert(leaf, &chain[1..], rustls_pki_types::UnixTime::now())
+            .is_ok()
+    });
+    PeerCert::parse(leaf, ca_verified).map(Arc::new)
 }

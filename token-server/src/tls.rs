@@ -21,6 +21,19 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+    /// PEM CA bundle that client certificates for `tls_client_auth` must chain to.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// A certificate and key, without a client CA bundle.
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        Self {
+            cert: cert.into(),
+            key: key.into(),
+            client_ca: None,
+        }
+    }
 }
 
 /// Why a certificate could not be loaded.
@@ -42,13 +55,38 @@ pub enum TlsError {
         /// What went wrong.
         message: String,
     },
+    /// The client CA bundle did not read or parse.
+    #[error("{path}: not a usable PEM CA bundle: {message}")]
+    ClientCa {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
     /// rustls refused the pair (e.g. the key does not match the certificate).
     #[error("the certificate and key do not make a TLS configuration: {0}")]
     Config(#[from] rustls::Error),
 }
 
+/// What a handshake uses: the server configuration, and the verifier client chains are checked
+/// against after the handshake.
+pub struct TlsState {
+    /// The rustls configuration (client certificates requested, not required).
+    pub server: Arc<ServerConfig>,
+    /// Checks a client chain against the client CA bundle, if one is configured.
+    pub client_ca: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+}
+
+impl std::fmt::Debug for TlsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsState")
+            .field("client_ca", &self.client_ca.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Reads the files into a server configuration.
-pub fn load(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
+pub fn load(files: &TlsFiles) -> Result<TlsState, TlsError> {
     let cert_err = |message: String| TlsError::Cert {
         path: files.cert.display().to_string(),
         message,
@@ -65,16 +103,41 @@ pub fn load(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
         message: e.to_string(),
     })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let client_ca = match &files.client_ca {
+        None => None,
+        Some(path) => {
+            let err = |message: String| TlsError::ClientCa {
+                path: path.display().to_string(),
+                message,
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))? {
+                roots
+                    .add(c.map_err(|e| err(e.to_string()))?)
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+            Some(verifier)
+        }
+    };
+    let mut config = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
+        .with_client_cert_verifier(Arc::new(crate::mtls::OptionalAnyClientCert::new(provider)))
         .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    Ok(TlsState {
+        server: Arc::new(config),
+        client_ca,
+    })
 }
 
 /// The current configuration, swapped on reload; new handshakes use the newest.
-pub type SharedConfig = Arc<ArcSwap<ServerConfig>>;
+pub type SharedConfig = Arc<ArcSwap<TlsState>>;
 
 /// Loads the files once; the caller then runs [`watch`].
 pub fn initial(files: &TlsFiles) -> Result<SharedConfig, TlsError> {

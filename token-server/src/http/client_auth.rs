@@ -17,6 +17,8 @@ pub enum Presented {
     Post,
     /// Only `client_id` (a public request, e.g. the password grant of a proxy key with `-`).
     IdOnly,
+    /// Only `client_id`, over a TLS connection with a client certificate (RFC 8705).
+    Certificate,
 }
 
 /// Client credentials as presented. Its `Debug` never prints the secret.
@@ -34,6 +36,7 @@ impl ClientCredentials {
     /// Metric label of the method: the RFC 8414 name, or `proxy_key_dash` for the `-` secret.
     pub fn method_label(&self) -> &'static str {
         match (self.presented, self.secret.as_deref()) {
+            (Presented::Certificate, _) => "tls_client_auth",
             (_, Some(crate::auth::DASH)) | (Presented::IdOnly, _) => "proxy_key_dash",
             (Presented::Basic, _) => "client_secret_basic",
             (Presented::Post, _) => "client_secret_post",
@@ -91,9 +94,14 @@ pub fn parse_basic(value: &str) -> Result<(String, String), OAuthError> {
     Ok((id, secret))
 }
 
-/// Reads the client's credentials from the Authorization header and the parameters.
-/// Two methods at once are refused (RFC 6749 §2.3: "MUST NOT use more than one").
-pub fn read(headers: &HeaderMap, params: &Params) -> Result<ClientCredentials, OAuthError> {
+/// Reads the client's credentials from the Authorization header and the parameters; a request
+/// with only a `client_id` over a connection with a client certificate is certificate
+/// authentication. Two methods at once are refused (RFC 6749 §2.3: "MUST NOT use more than one").
+pub fn read(
+    headers: &HeaderMap,
+    params: &Params,
+    has_cert: bool,
+) -> Result<ClientCredentials, OAuthError> {
     let form_id = params.get("client_id");
     let form_secret = params.get("client_secret");
     let auth = headers
@@ -128,7 +136,11 @@ pub fn read(headers: &HeaderMap, params: &Params) -> Result<ClientCredentials, O
     }
     match (form_id, form_secret) {
         (Some(id), Some(secret)) => Ok(ClientCredentials { client_id: id.to_owned(), secret: Some(secret.to_owned()), presented: Presented::Post }),
-        (Some(id), None) => Ok(ClientCredentials { client_id: id.to_owned(), secret: None, presented: Presented::IdOnly }),
+        (Some(id), None) => Ok(ClientCredentials {
+            client_id: id.to_owned(),
+            secret: None,
+            presented: if has_cert { Presented::Certificate } else { Presented::IdOnly },
+        }),
         (None, Some(_)) => Err(OAuthError::InvalidRequest("client_secret without client_id; send both".into())),
         (None, None) => Err(OAuthError::InvalidClient {
             description: "no client authentication: use HTTP Basic, or client_id and client_secret in the body".into(),
@@ -203,12 +215,15 @@ mod tests {
         );
         let p = Params::parse(b"client_id=a&client_secret=b").expect("params");
         assert!(
-            matches!(read(&h, &p), Err(OAuthError::InvalidRequest(m)) if m.contains("use one method"))
+            matches!(read(&h, &p, false), Err(OAuthError::InvalidRequest(m)) if m.contains("use one method"))
         );
         let p = Params::parse(b"client_id=other").expect("params");
-        assert!(matches!(read(&h, &p), Err(OAuthError::InvalidRequest(_))));
+        assert!(matches!(
+            read(&h, &p, false),
+            Err(OAuthError::InvalidRequest(_))
+        ));
         let p = Params::parse(b"client_id=a").expect("params");
-        assert_eq!(read(&h, &p).expect("ok").presented, Presented::Basic);
+        assert_eq!(read(&h, &p, false).expect("ok").presented, Presented::Basic);
     }
 
     #[test]

@@ -12,7 +12,12 @@ use tessera_crds::auth_policy::SigningAlgorithm;
 pub fn document(issuer: &str, algorithms: &[SigningAlgorithm]) -> Value {
     let base = issuer.trim_end_matches('/');
     let algs: Vec<&str> = algorithms.iter().map(|a| a.as_str()).collect();
-    let auth = ["client_secret_basic", "client_secret_post"];
+    let auth = [
+        "client_secret_basic",
+        "client_secret_post",
+        "tls_client_auth",
+        "self_signed_tls_client_auth",
+    ];
     json!({
         "issuer": issuer,
         "token_endpoint": format!("{base}/oauth2/token"),
@@ -28,6 +33,7 @@ pub fn document(issuer: &str, algorithms: &[SigningAlgorithm]) -> Value {
         "id_token_signing_alg_values_supported": algs,
         "access_token_signing_alg_values_supported": algs,
         "code_challenge_methods_supported": [],
+        "tls_client_certificate_bound_access_tokens": true,
     })
 }
 

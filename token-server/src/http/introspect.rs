@@ -149,7 +149,7 @@ async fn process(st: &AppState, req: Request) -> Result<Value, OAuthError> {
     let served = super::served(st)?;
     let req = request::read(req, st.config.body_limit, false).await?;
     let now = (st.clock)();
-    let client = super::authenticate_client(st, &served, &req, now, false)?;
+    let client = super::authenticate_client(st, &served, &req, now, false)?.client;
     let token = req.params.require("token")?;
     Ok(inspect(
         &served,

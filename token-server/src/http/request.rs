@@ -16,6 +16,8 @@ pub struct OAuthRequest {
     pub addr: Option<IpAddr>,
     /// The parameters came in the URL (GET); allowed only where the client's policy says so.
     pub via_query: bool,
+    /// The client certificate of the TLS connection, if any.
+    pub peer: Option<std::sync::Arc<crate::mtls::PeerCert>>,
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -35,6 +37,10 @@ pub async fn read(req: Request, limit: usize, allow_get: bool) -> Result<OAuthRe
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
+    let peer = req
+        .extensions()
+        .get::<std::sync::Arc<crate::mtls::PeerCert>>()
+        .cloned();
     let (parts, body) = req.into_parts();
     let query = parts.uri.query().unwrap_or_default();
     match parts.method {
@@ -67,6 +73,7 @@ pub async fn read(req: Request, limit: usize, allow_get: bool) -> Result<OAuthRe
                 headers: parts.headers,
                 addr,
                 via_query: false,
+                peer,
             })
         }
         Method::GET if allow_get => {
@@ -78,6 +85,7 @@ pub async fn read(req: Request, limit: usize, allow_get: bool) -> Result<OAuthRe
                 headers: parts.headers,
                 addr,
                 via_query: true,
+                peer,
             })
         }
         _ => Err(OAuthError::MethodNotAllowed(if allow_get {

@@ -29,7 +29,7 @@ async fn process(st: &AppState, req: Request) -> Result<(), OAuthError> {
     let served = super::served(st)?;
     let req = super::request::read(req, st.config.body_limit, false).await?;
     let now = (st.clock)();
-    let client = super::authenticate_client(st, &served, &req, now, false)?;
+    let client = super::authenticate_client(st, &served, &req, now, false)?.client;
     let token = req.params.require("token")?;
     if let Some(hint) = req.params.get("token_type_hint")
         && !matches!(hint, "access_token" | "refresh_token")

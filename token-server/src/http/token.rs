@@ -110,13 +110,14 @@ async fn process(
     };
     *grant_label = grant.as_str();
     let now = (st.clock)();
-    let client = super::authenticate_client(
+    let auth = super::authenticate_client(
         st,
         &served,
         &req,
         now,
         grant != GrantType::ClientCredentials,
     )?;
+    let client = auth.client;
     if req.via_query && !client.policy.allow_url_parameters {
         return Err(OAuthError::InvalidRequest(
             "this client's policy does not allow URL parameters; POST a form body (credentials in URLs end up in logs)".into(),
@@ -136,7 +137,10 @@ async fn process(
         issuer: &st.config.issuer,
         now,
         revocations: &st.revocations,
-        cnf: None,
+        // RFC 8705 §3: a client that authenticated with its certificate gets tokens bound to it.
+        cnf: auth
+            .cnf
+            .map(|x5t_s256| crate::token::claims::Confirmation { x5t_s256 }),
     };
     let issued = match grant {
         GrantType::ClientCredentials => client_credentials::grant(&cx)?,

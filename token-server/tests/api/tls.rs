@@ -68,10 +68,7 @@ async fn start(ca: &Ca, cert: &str, key: &str) -> TlsServer {
     let h = Harness::new(); // its folder of manifests and key set, served over TLS
     let certs = TempDir::new();
     publish(&certs.0, 1, cert, key);
-    let files = TlsFiles {
-        cert: certs.0.join("tls.crt"),
-        key: certs.0.join("tls.key"),
-    };
+    let files = TlsFiles::new(certs.0.join("tls.crt"), certs.0.join("tls.key"));
     let config = tls::initial(&files).expect("loads");
     let state: AppState = h.state.clone();
     let (stop, rx) = tokio::sync::watch::channel(false);
@@ -231,38 +228,27 @@ fn bad_certificate_files_are_refused_with_the_file_named() {
     };
     let good_cert = write("c.pem", &cert);
     let good_key = write("k.pem", &key);
-    assert!(
-        tls::load(&TlsFiles {
-            cert: good_cert.clone(),
-            key: good_key.clone()
-        })
-        .is_ok()
-    );
-    let err = tls::load(&TlsFiles {
-        cert: write("empty.pem", ""),
-        key: good_key.clone(),
-    })
-    .expect_err("empty");
+    assert!(tls::load(&TlsFiles::new(good_cert.clone(), good_key.clone())).is_ok());
+    let err =
+        tls::load(&TlsFiles::new(write("empty.pem", ""), good_key.clone())).expect_err("empty");
     assert!(err.to_string().contains("empty.pem"), "{err}");
-    let err = tls::load(&TlsFiles {
-        cert: good_cert.clone(),
-        key: write("nokey.pem", &cert),
-    })
-    .expect_err("no key");
+    let err = tls::load(&TlsFiles::new(good_cert.clone(), write("nokey.pem", &cert)))
+        .expect_err("no key");
     assert!(err.to_string().contains("nokey.pem"), "{err}");
-    let err = tls::load(&TlsFiles {
-        cert: good_cert,
-        key: write("other.pem", &other_key),
-    })
+    let err = tls::load(&TlsFiles::new(
+        good_cert.clone(),
+        write("other.pem", &other_key),
+    ))
     .expect_err("mismatch");
     assert!(
         err.to_string().contains("do not make a TLS configuration"),
         "{err}"
     );
-    let err = tls::load(&TlsFiles {
-        cert: d.0.join("missing.pem"),
-        key: good_key,
-    })
-    .expect_err("missing");
+    let err =
+        tls::load(&TlsFiles::new(d.0.join("missing.pem"), good_key.clone())).expect_err("missing");
     assert!(err.to_string().contains("missing.pem"), "{err}");
+    let mut with_ca = TlsFiles::new(good_cert, good_key);
+    with_ca.client_ca = Some(write("ca.pem", "not a CA"));
+    let err = tls::load(&with_ca).expect_err("bad CA bundle");
+    assert!(err.to_string().contains("ca.pem"), "{err}");
 }
