@@ -77,6 +77,37 @@ pub fn authenticate(i: AuthInput<'_>) -> Result<Authenticated, OAuthError> {
         .snapshot
         .client(&i.creds.client_id)
         .filter(|c| c.is_active(i.now));
+    if let (Presented::Certificate, Some(peer)) = (i.creds.presented, i.peer) {
+        // RFC 8705: tls_client_auth needs a chain to the client CA and a matching binding;
+        // self_signed_tls_client_auth needs the bound thumbprint. Both need a valid certificate.
+        let Some(client) = client else {
+            return Err(fail());
+        };
+        let binding = client.mtls.as_deref();
+        let valid = peer.valid_at(i.now.as_second());
+        let tls = client.policy.allows_auth(ClientAuthMethod::TlsClientAuth)
+            && peer.ca_verified
+            && binding.is_some_and(|b| peer.matches(b));
+        let self_signed = client
+            .policy
+            .allows_auth(ClientAuthMethod::SelfSignedTlsClientAuth)
+            && binding
+                .and_then(|b| b.thumbprint_sha256.as_deref())
+                .is_some_and(|t| t == peer.thumbprint);
+        if !valid || !(tls || self_signed) {
+            return Err(fail());
+        }
+        let method = if tls {
+            "tls_client_auth"
+        } else {
+            "self_signed_tls_client_auth"
+        };
+        return Ok(Authenticated {
+            client: client.clone(),
+            method,
+            cnf: Some(peer.thumbprint.clone()),
+        });
+    }
     let Some(client) = client else {
         // Same work as a real check, so timing does not tell unknown ids apart.
         let _ = i

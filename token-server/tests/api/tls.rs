@@ -58,6 +58,7 @@ fn publish(dir: &Path, n: u32, cert: &str, key: &str) {
 
 struct TlsServer {
     addr: std::net::SocketAddr,
+    roots: Arc<rustls::RootCertStore>,
     connector: tokio_rustls::TlsConnector,
     _stop: tokio::sync::watch::Sender<bool>,
     _harness: Harness,
@@ -65,10 +66,26 @@ struct TlsServer {
 }
 
 async fn start(ca: &Ca, cert: &str, key: &str) -> TlsServer {
-    let h = Harness::new(); // its folder of manifests and key set, served over TLS
+    start_with(ca, cert, key, &[], None).await
+}
+
+async fn start_with(
+    ca: &Ca,
+    cert: &str,
+    key: &str,
+    extra: &[(&str, &str)],
+    client_ca: Option<&str>,
+) -> TlsServer {
+    let mut files_in: Vec<(&str, &str)> = vec![("fixture.yaml", FIXTURE)];
+    files_in.extend_from_slice(extra);
+    let h = Harness::with_files(&files_in); // its folder of manifests and key set, served over TLS
     let certs = TempDir::new();
     publish(&certs.0, 1, cert, key);
-    let files = TlsFiles::new(certs.0.join("tls.crt"), certs.0.join("tls.key"));
+    let mut files = TlsFiles::new(certs.0.join("tls.crt"), certs.0.join("tls.key"));
+    if let Some(pem) = client_ca {
+        std::fs::write(certs.0.join("client-ca.pem"), pem).expect("client ca");
+        files.client_ca = Some(certs.0.join("client-ca.pem"));
+    }
     let config = tls::initial(&files).expect("loads");
     let state: AppState = h.state.clone();
     let (stop, rx) = tokio::sync::watch::channel(false);
@@ -101,12 +118,21 @@ async fn start(ca: &Ca, cert: &str, key: &str) -> TlsServer {
     .with_root_certificates(roots)
     .with_no_client_auth();
     TlsServer {
+        roots: Arc::new(roots_for(ca)),
         addr,
         connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
         _stop: stop,
         _harness: h,
         certs,
     }
+}
+
+fn roots_for(ca: &Ca) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from(pem_to_der(&ca.pem)))
+        .expect("root");
+    roots
 }
 
 fn pem_to_der(pem: &str) -> Vec<u8> {
@@ -251,4 +277,267 @@ fn bad_certificate_files_are_refused_with_the_file_named() {
     with_ca.client_ca = Some(write("ca.pem", "not a CA"));
     let err = tls::load(&with_ca).expect_err("bad CA bundle");
     assert!(err.to_string().contains("ca.pem"), "{err}");
+}
+
+/// A client certificate: (DER, key) with the given subject, SAN, issuer (None: self-signed) and
+/// validity offset in days (negative: already expired; positive: not yet valid).
+fn client_cert(
+    cn: &str,
+    org: Option<&str>,
+    dns: Option<&str>,
+    issuer: Option<&Ca>,
+    shift_days: i64,
+) -> (Vec<u8>, Vec<u8>) {
+    let mut params = CertificateParams::new(dns.map(|d| vec![d.to_owned()]).unwrap_or_default())
+        .expect("params");
+    // Issued the conventional way, most general first (O, then CN), so that the RFC 4514 form
+    // (most specific first) reads `CN=…,O=…`.
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    if let Some(o) = org {
+        params.distinguished_name.push(DnType::OrganizationName, o);
+    }
+    params.distinguished_name.push(DnType::CommonName, cn);
+    let (y, m, d) = day(shift_days - 1);
+    params.not_before = rcgen::date_time_ymd(y, m, d);
+    let (y, m, d) = day(shift_days + 1);
+    params.not_after = rcgen::date_time_ymd(y, m, d);
+    let key = KeyPair::generate().expect("key");
+    let cert = match issuer {
+        Some(ca) => params.signed_by(&key, &ca.issuer).expect("signed"),
+        None => params.self_signed(&key).expect("self-signed"),
+    };
+    (cert.der().to_vec(), key.serialize_der())
+}
+
+/// Midnight UTC, `offset` days from today.
+fn day(offset: i64) -> (i32, u8, u8) {
+    let d = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * offset))
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    (i32::from(d.year()), d.month() as u8, d.day() as u8)
+}
+
+fn thumbprint(der: &[u8]) -> String {
+    use base64::Engine as _;
+    // Computed here, independently of the server: base64url(SHA-256(DER)).
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der))
+}
+
+impl TlsServer {
+    /// POSTs a form over a new TLS connection, optionally with a client certificate.
+    async fn post_with_cert(
+        &self,
+        path: &str,
+        body: &str,
+        cert: Option<&(Vec<u8>, Vec<u8>)>,
+    ) -> (u16, serde_json::Value) {
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(self.roots.clone());
+        let config = match cert {
+            Some((der, key)) => builder
+                .with_client_auth_cert(
+                    vec![rustls_pki_types::CertificateDer::from(der.clone())],
+                    rustls_pki_types::PrivateKeyDer::Pkcs8(key.clone().into()),
+                )
+                .expect("client cert"),
+            None => builder.with_no_client_auth(),
+        };
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .expect("handshake");
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tls.write_all(req.as_bytes()).await.expect("write");
+        let mut resp = String::new();
+        let _ = tls.read_to_string(&mut resp).await;
+        let status = resp
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let json = resp
+            .split("\r\n\r\n")
+            .nth(1)
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or_default();
+        (status, json)
+    }
+}
+
+const MTLS: &str = r#"
+apiVersion: tessera.dev/v1alpha1
+kind: AuthPolicy
+metadata: {name: certs}
+spec:
+  clientAuthMethods: [tls_client_auth, self_signed_tls_client_auth]
+  grantTypes: [client_credentials, refresh_token]
+  refresh: {enabled: true}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: Credential
+metadata: {name: bank-dn}
+spec: {clientId: bank-dn, policyRef: {name: certs}, acl: [orders], mtls: {subjectDn: "CN=settlement-bank,O=Example Bank"}}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: Credential
+metadata: {name: bank-san}
+spec: {clientId: bank-san, policyRef: {name: certs}, acl: [orders], mtls: {san: {dns: settlement.bank.example}}}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: Credential
+metadata: {name: self-client}
+spec: {clientId: self-client, policyRef: {name: certs}, acl: [orders], mtls: {thumbprintSha256: THUMB}}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_bound_clients_by_dn_san_and_thumbprint_and_every_rejection() {
+    let ca = ca();
+    let rogue = self::ca();
+    let (srv_cert, srv_key, _) = server_cert(&ca, "server");
+    let bank = client_cert(
+        "settlement-bank",
+        Some("Example Bank"),
+        Some("settlement.bank.example"),
+        Some(&ca),
+        0,
+    );
+    let selfsigned = client_cert("self", None, None, None, 0);
+    let manifests = MTLS.replace("THUMB", &thumbprint(&selfsigned.0));
+    let s = start_with(
+        &ca,
+        &srv_cert,
+        &srv_key,
+        &[("mtls.yaml", &manifests)],
+        Some(&ca.pem),
+    )
+    .await;
+    let cc = |id: &str| format!("grant_type=client_credentials&client_id={id}");
+
+    // Success by each binding type, and the token is bound to the certificate.
+    for (id, cert) in [
+        ("bank-dn", &bank),
+        ("bank-san", &bank),
+        ("self-client", &selfsigned),
+    ] {
+        let (status, body) = s.post_with_cert("/oauth2/token", &cc(id), Some(cert)).await;
+        assert_eq!(status, 200, "{id}: {body}");
+        let claims = s
+            ._harness
+            .verify_jwt(body["access_token"].as_str().expect("token"))
+            .await;
+        assert_eq!(
+            claims["cnf"]["x5t#S256"],
+            thumbprint(&cert.0),
+            "{id}: cnf is the certificate's thumbprint"
+        );
+        assert_eq!(claims["client_id"], id);
+    }
+    // Introspection shows the binding; a refresh with the same certificate works.
+    let (_, body) = s
+        .post_with_cert("/oauth2/token", &cc("bank-dn"), Some(&bank))
+        .await;
+    let token = body["access_token"].as_str().expect("token").to_owned();
+    let (_, intro) = s
+        .post_with_cert(
+            "/oauth2/introspect",
+            &format!("client_id=bank-dn&token={token}"),
+            Some(&bank),
+        )
+        .await;
+    assert_eq!(
+        (intro["active"].as_bool(), intro["cnf"]["x5t#S256"].as_str()),
+        (Some(true), Some(thumbprint(&bank.0).as_str()))
+    );
+    let rt = body["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_owned();
+    let (status, _) = s
+        .post_with_cert(
+            "/oauth2/token",
+            &format!("grant_type=refresh_token&client_id=bank-dn&refresh_token={rt}"),
+            Some(&bank),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // Rejections: no certificate, expired, not yet valid, wrong CA, another client's certificate,
+    // a self-signed certificate with the right DN.
+    let expired = client_cert(
+        "settlement-bank",
+        Some("Example Bank"),
+        None,
+        Some(&ca),
+        -30,
+    );
+    let future = client_cert("settlement-bank", Some("Example Bank"), None, Some(&ca), 30);
+    let wrong_ca = client_cert(
+        "settlement-bank",
+        Some("Example Bank"),
+        None,
+        Some(&rogue),
+        0,
+    );
+    let other = client_cert(
+        "other-client",
+        Some("Example Bank"),
+        Some("other.example"),
+        Some(&ca),
+        0,
+    );
+    let forged = client_cert("settlement-bank", Some("Example Bank"), None, None, 0);
+    for (what, id, cert) in [
+        ("no certificate", "bank-dn", None),
+        ("expired", "bank-dn", Some(&expired)),
+        ("not yet valid", "bank-dn", Some(&future)),
+        ("wrong CA", "bank-dn", Some(&wrong_ca)),
+        ("another client's certificate", "bank-dn", Some(&other)),
+        (
+            "another client's certificate by SAN",
+            "bank-san",
+            Some(&other),
+        ),
+        ("self-signed with the right DN", "bank-dn", Some(&forged)),
+        (
+            "thumbprint of another certificate",
+            "self-client",
+            Some(&bank),
+        ),
+    ] {
+        let (status, body) = s.post_with_cert("/oauth2/token", &cc(id), cert).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{what}: {body}"
+        );
+    }
+
+    // The binding changes (a Credential edit): the old certificate stops authenticating.
+    let path = s._harness.path().join("mtls.yaml");
+    let edited = std::fs::read_to_string(&path).expect("read").replace(
+        "CN=settlement-bank,O=Example Bank",
+        "CN=new-bank,O=Example Bank",
+    );
+    std::fs::write(&path, edited).expect("write");
+    s._harness.reload().expect("reload");
+    let (status, _) = s
+        .post_with_cert("/oauth2/token", &cc("bank-dn"), Some(&bank))
+        .await;
+    assert_eq!(status, 401, "a revoked binding no longer authenticates");
+    let (status, _) = s
+        .post_with_cert("/oauth2/token", &cc("bank-san"), Some(&bank))
+        .await;
+    assert_eq!(status, 200, "the other binding is unaffected");
 }
