@@ -2,7 +2,8 @@
 //!
 //! `cargo bench -p tessera-token-server --bench load` (needs `oha`: `cargo install oha`).
 //! Set `TESSERA_BENCH_SECS` (default 8) for the length of each run, `TESSERA_BENCH_SIZES`
-//! (default `10,100000`) for the numbers of Credentials and `TESSERA_BENCH_ROUNDS` (default 3).
+//! (default `10,100000`) for the numbers of Credentials, `TESSERA_BENCH_ROUNDS` (default 3), and
+//! `TESSERA_BENCH_MTLS=0` to skip the mTLS runs (reused connections and a handshake per request).
 //!
 //! For a folder with 10 Credentials and one with 100,000, it starts `token-server --source dir`,
 //! then for each scenario (client_credentials with an ES256, EdDSA and RS256 JWT and an opaque
@@ -140,10 +141,15 @@ fn get(url: &str) -> Option<String> {
 }
 
 fn start(dir: &Path) -> Server {
+    start_with(dir, &[], "http")
+}
+
+fn start_with(dir: &Path, extra: &[String], scheme: &str) -> Server {
     let (api, admin) = (free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_token-server"))
         .args(["--source", "dir", "--dir"])
         .arg(dir)
+        .args(extra)
         .args([
             "--listen",
             &format!("127.0.0.1:{api}"),
@@ -155,9 +161,15 @@ fn start(dir: &Path) -> Server {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start token-server");
+    // A TLS server is addressed by the name its certificate carries.
+    let host = if scheme == "https" {
+        "localhost"
+    } else {
+        "127.0.0.1"
+    };
     let s = Server {
         child,
-        api: format!("http://127.0.0.1:{api}"),
+        api: format!("{scheme}://{host}:{api}"),
         admin: format!("http://127.0.0.1:{admin}"),
     };
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -244,7 +256,19 @@ struct Outcome {
 }
 
 fn run(oha: &Path, s: &Scenario, pid: u32, rate: Option<f64>, secs: u64) -> Outcome {
+    run_with(oha, s, pid, rate, secs, &[])
+}
+
+fn run_with(
+    oha: &Path,
+    s: &Scenario,
+    pid: u32,
+    rate: Option<f64>,
+    secs: u64,
+    extra: &[String],
+) -> Outcome {
     let mut cmd = Command::new(oha);
+    cmd.args(extra);
     cmd.args([
         "-z",
         &format!("{secs}s"),
@@ -310,6 +334,105 @@ fn reload_time(s: &Server, dir: &Path) -> Duration {
         std::thread::sleep(Duration::from_millis(10));
     }
     start.elapsed()
+}
+
+/// The mTLS setup in `dir`: a CA, a server certificate for localhost, a client certificate for
+/// `bench-mtls` and a Credential bound to its subject. Returns the TLS flags for the server and
+/// the certificate flags for oha.
+fn write_mtls(dir: &Path) -> (Vec<String>, Vec<String>) {
+    use rcgen::{CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let certs = dir.join("..certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "bench CA");
+    let ca_key = KeyPair::generate().expect("key");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |names: Vec<String>, cn: &str| {
+        let mut p = CertificateParams::new(names).expect("params");
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        let k = KeyPair::generate().expect("key");
+        let c = p.signed_by(&k, &issuer).expect("signed");
+        (c.pem(), k.serialize_pem())
+    };
+    let (srv, srv_key) = leaf(vec!["localhost".into()], "localhost");
+    let (cli, cli_key) = leaf(vec![], "bench-mtls");
+    for (name, text) in [
+        ("ca.pem", ca_cert.pem()),
+        ("tls.crt", srv),
+        ("tls.key", srv_key),
+        ("client.crt", cli),
+        ("client.key", cli_key),
+    ] {
+        std::fs::write(certs.join(name), text).expect("write");
+    }
+    std::fs::write(
+        dir.join("mtls.yaml"),
+        "apiVersion: tessera.dev/v1alpha1\nkind: AuthPolicy\nmetadata: {name: mtls}\nspec: {signingAlgorithm: ES256, clientAuthMethods: [tls_client_auth]}\n---\napiVersion: tessera.dev/v1alpha1\nkind: Credential\nmetadata: {name: bench-mtls}\nspec: {clientId: bench-mtls, policyRef: {name: mtls}, acl: [p0], mtls: {subjectDn: CN=bench-mtls}}\n",
+    )
+    .expect("manifest");
+    let p = |f: &str| certs.join(f).display().to_string();
+    let server = vec![
+        "--tls-cert".into(),
+        p("tls.crt"),
+        "--tls-key".into(),
+        p("tls.key"),
+        "--tls-client-ca".into(),
+        p("ca.pem"),
+    ];
+    let client = vec![
+        "--cacert".into(),
+        p("ca.pem"),
+        "--cert".into(),
+        p("client.crt"),
+        "--key".into(),
+        p("client.key"),
+    ];
+    (server, client)
+}
+
+/// client_credentials over mTLS (ES256), with connections reused and with a new TLS handshake
+/// per request.
+fn bench_mtls(oha: &Path, root: &Path, secs: u64, rounds: usize) {
+    let dir = root.join("mtls");
+    write_folder(&dir, 10);
+    let (server_flags, client_flags) = write_mtls(&dir);
+    let server = start_with(&dir, &server_flags, "https");
+    let scenario = Scenario {
+        name: "mTLS client_credentials ES256 JWT",
+        url: format!("{}/oauth2/token", server.api),
+        method: "POST",
+        headers: vec!["content-type: application/x-www-form-urlencoded".into()],
+        body: Some("grant_type=client_credentials&client_id=bench-mtls".into()),
+    };
+    let mut no_keepalive = client_flags.clone();
+    no_keepalive.push("--disable-keepalive".into());
+    println!();
+    println!(
+        "| mTLS | connections | req/s | p50 ms | p99 ms | tokens per server CPU-s | non-200 |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for (label, flags) in [
+        ("reused", &client_flags),
+        ("new handshake per request", &no_keepalive),
+    ] {
+        let runs: Vec<Outcome> = (0..rounds)
+            .map(|_| run_with(oha, &scenario, server.child.id(), None, secs, flags))
+            .collect();
+        let bad: u64 = runs.iter().map(|o| o.total - o.ok).sum();
+        println!(
+            "| {} | {label} | {:.0} | {:.3} | {:.3} | {:.0} | {bad} |",
+            scenario.name,
+            median(runs.iter().map(|o| o.rps).collect()),
+            median(runs.iter().map(|o| o.p50_ms).collect()),
+            median(runs.iter().map(|o| o.p99_ms).collect()),
+            median(runs.iter().map(|o| o.per_cpu_sec).collect())
+        );
+    }
 }
 
 /// Per-scenario results of one server across rounds.
@@ -476,7 +599,10 @@ fn main() {
             );
         }
     }
-    println!("load average after: {}", loadavg());
     drop(servers);
+    if std::env::var("TESSERA_BENCH_MTLS").map_or(true, |v| v != "0") {
+        bench_mtls(&oha, &root, secs, rounds);
+    }
+    println!("load average after: {}", loadavg());
     let _ = std::fs::remove_dir_all(&root);
 }
