@@ -67,6 +67,7 @@ pub fn authenticate_client(
         peer: req.peer.as_deref(),
     })?;
     st.metrics.record_auth(client.method);
+    tracing::debug!(client_id = %client.client.client_id, method = client.method, "client authenticated");
     Ok(client)
 }
 

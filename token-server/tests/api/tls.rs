@@ -541,3 +541,78 @@ async fn certificate_bound_clients_by_dn_san_and_thumbprint_and_every_rejection(
         .await;
     assert_eq!(status, 200, "the other binding is unaffected");
 }
+
+/// Presents whatever certificate and key it is given, bypassing rustls' own consistency checks.
+#[derive(Debug)]
+struct RawClientCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for RawClientCert {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_client_certificate_fails_its_own_handshake_only() {
+    let ca = ca();
+    let (srv_cert, srv_key, _) = server_cert(&ca, "server");
+    let s = start_with(&ca, &srv_cert, &srv_key, &[], Some(&ca.pem)).await;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let (_, key_der) = client_cert("x", None, None, None, 0);
+    let key = provider
+        .key_provider
+        .load_private_key(rustls_pki_types::PrivateKeyDer::Pkcs8(key_der.into()))
+        .expect("key");
+    for garbage in [
+        vec![0x30, 0x03, 0x01, 0x02, 0x03],
+        vec![0xde, 0xad, 0xbe, 0xef],
+        client_cert("other", None, None, None, 0).0,
+    ] {
+        // The last one is a real certificate, but for another key: its handshake signature fails.
+        let certified = rustls::sign::CertifiedKey::new(
+            vec![rustls_pki_types::CertificateDer::from(garbage)],
+            key.clone(),
+        );
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(s.roots.clone())
+            .with_client_cert_resolver(Arc::new(RawClientCert(Arc::new(certified))));
+        let tcp = tokio::net::TcpStream::connect(s.addr)
+            .await
+            .expect("connect");
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await?;
+            // TLS 1.3 clients finish first; the server's verdict arrives with the first read.
+            tls.write_all(
+                b"POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
+            )
+            .await?;
+            let mut buf = Vec::new();
+            tls.read_to_end(&mut buf).await?;
+            std::io::Result::Ok(buf)
+        })
+        .await
+        .expect("the server answers promptly");
+        assert!(
+            outcome.is_err() || outcome.as_ref().is_ok_and(|b| b.is_empty()),
+            "a bad certificate never gets a response"
+        );
+    }
+    assert_eq!(
+        s.token().await.0,
+        "HTTP/1.1 200 OK",
+        "the server is still up for others"
+    );
+}
