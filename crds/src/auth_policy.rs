@@ -77,6 +77,46 @@ pub struct AuthPolicySpec {
     /// Response format and scope handling (the gateway product's Token Management Settings).
     #[serde(default)]
     pub token_management: TokenManagement,
+    /// CA bundle (PEM) that client certificates of this policy's clients must chain to for
+    /// `tls_client_auth`, instead of the token server's global `--tls-client-ca`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<ClientCaRef>,
+}
+
+/// Where a CA bundle is: a key of a Secret or of a ConfigMap in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.configMapRef)").message("clientCa: set exactly one of secretRef, configMapRef"))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientCaRef {
+    /// A Secret holding the bundle (e.g. one cert-manager writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<CaKeyRef>,
+    /// A ConfigMap holding the bundle (e.g. one trust-manager writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<CaKeyRef>,
+}
+
+/// A key of a Secret or ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CaKeyRef {
+    /// Name of the object, in this object's namespace.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Key holding the PEM bundle. Default: `ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: Option<String>,
+}
+
+impl CaKeyRef {
+    /// The key to read, with its default.
+    pub fn key_or_default(&self) -> &str {
+        self.key.as_deref().unwrap_or("ca.crt")
+    }
 }
 
 fn default_grant_types() -> Vec<GrantType> {

@@ -9,7 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 use crate::{ApiProxy, AuthPolicy, Credential, Role};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -34,8 +34,10 @@ pub enum Resource {
     Credential(Credential),
     /// A Role.
     Role(Role),
-    /// A Secret (client secrets, user pools, key sets).
+    /// A Secret (client secrets, user pools, key sets, CA bundles).
     Secret(Secret),
+    /// A ConfigMap (CA bundles).
+    ConfigMap(ConfigMap),
 }
 
 /// Why a manifest could not be read. Every variant names the source and, where known, the
@@ -231,6 +233,19 @@ fn parse_object(doc: Value, source_name: &str, index: usize) -> Result<Outcome, 
             field,
             message: "this value does not fit the field (values under `data` are base64, under `stringData` plain text; keys are letters, digits, `-`, `_`, `.`)".into(),
         });
+    }
+    if api_version == "v1" && kind == "ConfigMap" {
+        let (namespace, name) = ident(&doc);
+        return typed_object(doc)
+            .map(|c| Outcome::Resource(Resource::ConfigMap(c)))
+            .map_err(|(field, message)| ManifestError::Field {
+                source_name: source_name.to_owned(),
+                kind,
+                namespace,
+                name,
+                field,
+                message,
+            });
     }
     Ok(Outcome::Skipped(format!("{api_version}/{kind}")))
 }

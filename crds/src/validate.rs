@@ -223,6 +223,18 @@ pub fn auth_policy(obj: &AuthPolicy) -> Vec<FieldProblem> {
         );
     }
     response_fields(&mut p, &s.token_management.response_fields);
+    if let Some(ca) = &s.client_ca {
+        match (&ca.secret_ref, &ca.config_map_ref) {
+            (Some(r), None) => p.object_name("spec.clientCa.secretRef.name", &r.name, "Secret"),
+            (None, Some(r)) => {
+                p.object_name("spec.clientCa.configMapRef.name", &r.name, "ConfigMap")
+            }
+            _ => p.push(
+                "spec.clientCa",
+                "set exactly one of secretRef, configMapRef",
+            ),
+        }
+    }
     p.0
 }
 

@@ -517,3 +517,49 @@ fn an_invalid_object_never_stops_the_others() {
     assert!(s.client("good").is_some());
     assert_eq!(s.counts().clients, 1);
 }
+
+#[test]
+fn a_policy_ca_bundle_comes_from_its_configmap_or_secret_and_fails_closed_when_missing() {
+    use tessera_crds::model::ClientCa;
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let y = format!(
+        "apiVersion: tessera.dev/v1alpha1\nkind: AuthPolicy\nmetadata: {{name: cm}}\nspec: {{clientCa: {{configMapRef: {{name: bank-ca}}}}}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: bank-ca}}\ndata: {{ca.crt: '{}'}}\n---\napiVersion: tessera.dev/v1alpha1\nkind: AuthPolicy\nmetadata: {{name: sec}}\nspec: {{clientCa: {{secretRef: {{name: nope}}}}}}\n---\napiVersion: tessera.dev/v1alpha1\nkind: AuthPolicy\nmetadata: {{name: key}}\nspec: {{clientCa: {{configMapRef: {{name: bank-ca, key: other.crt}}}}}}\n---\n{}---\n{}---\n{}",
+        pem.replace('\n', "\\n"),
+        cred(
+            "a",
+            "{clientId: a, secretRef: {name: s}, policyRef: {name: cm}}"
+        ),
+        cred(
+            "b",
+            "{clientId: b, secretRef: {name: s}, policyRef: {name: sec}}"
+        ),
+        cred(
+            "c",
+            "{clientId: c, secretRef: {name: s}, policyRef: {name: acl}}"
+        ),
+    );
+    let s = with(
+        &y.replace("'-----BEGIN", "\"-----BEGIN")
+            .replace("-----\\n'", "-----\\n\""),
+    );
+    assert_eq!(
+        s.client("a").expect("a").policy.client_ca,
+        ClientCa::Pem(std::sync::Arc::from(pem))
+    );
+    assert_eq!(
+        s.client("b")
+            .expect("b still serves secrets")
+            .policy
+            .client_ca,
+        ClientCa::Unavailable
+    );
+    assert_eq!(
+        reasons(&s, Kind::AuthPolicy, "default", "sec"),
+        [Reason::SecretNotFound]
+    );
+    assert_eq!(
+        reasons(&s, Kind::AuthPolicy, "default", "key"),
+        [Reason::SecretKeyNotFound]
+    );
+    assert_eq!(s.client("c").expect("c").policy.client_ca, ClientCa::Global);
+}

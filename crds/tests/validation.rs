@@ -10,7 +10,7 @@ fn problems(yaml: &str) -> Vec<FieldProblem> {
         Resource::AuthPolicy(o) => validate::auth_policy(&o),
         Resource::Credential(o) => validate::credential(&o),
         Resource::Role(o) => validate::role(&o),
-        Resource::Secret(_) => panic!("not validated here"),
+        Resource::Secret(_) | Resource::ConfigMap(_) => panic!("not validated here"),
     }
 }
 
@@ -158,6 +158,23 @@ fn self_contradictory_policies() {
             "{grantTypes: [client_credentials, refresh_token], refresh: {enabled: true, rotate: false, maxRefreshes: 3}}",
         ),
         &[("spec.refresh.maxRefreshes", "set refresh.rotate to true")],
+    );
+}
+
+#[test]
+fn client_ca_references() {
+    expect(&policy("{clientCa: {configMapRef: {name: bank-ca}}}"), &[]);
+    expect(
+        &policy("{clientCa: {}}"),
+        &[("spec.clientCa", "exactly one of secretRef, configMapRef")],
+    );
+    expect(
+        &policy("{clientCa: {secretRef: {name: a}, configMapRef: {name: b}}}"),
+        &[("spec.clientCa", "exactly one")],
+    );
+    expect(
+        &policy("{clientCa: {secretRef: {name: Bad}}}"),
+        &[("spec.clientCa.secretRef.name", "not a valid Secret name")],
     );
 }
 

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tessera_crds::auth_policy::ClientAuthMethod;
-use tessera_crds::model::{Client, ClientKind, Snapshot};
+use tessera_crds::model::{Client, ClientCa, ClientKind, Snapshot};
 
 /// The secret a proxy key sends for the password and refresh_token grants (the gateway product's
 /// convention: the users authenticate, the proxy key only names the API).
@@ -36,6 +36,11 @@ pub struct AuthInput<'a> {
     pub dash_allowed: bool,
     /// The TLS client certificate, if any.
     pub peer: Option<&'a crate::mtls::PeerCert>,
+    /// CA verifiers of policies with their own bundle.
+    pub client_cas: &'a std::collections::HashMap<
+        tessera_crds::model::ObjectRef,
+        Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    >,
 }
 
 /// An authenticated client.
@@ -85,8 +90,16 @@ pub fn authenticate(i: AuthInput<'_>) -> Result<Authenticated, OAuthError> {
         };
         let binding = client.mtls.as_deref();
         let valid = peer.valid_at(i.now.as_second());
+        let chained = match &client.policy.client_ca {
+            ClientCa::Global => peer.ca_verified,
+            ClientCa::Pem(_) => i
+                .client_cas
+                .get(&client.policy.owner)
+                .is_some_and(|v| peer.chains_to(v.as_ref())),
+            ClientCa::Unavailable => false,
+        };
         let tls = client.policy.allows_auth(ClientAuthMethod::TlsClientAuth)
-            && peer.ca_verified
+            && chained
             && binding.is_some_and(|b| peer.matches(b));
         let self_signed = client
             .policy

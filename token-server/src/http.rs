@@ -65,6 +65,7 @@ pub fn authenticate_client(
         instant: std::time::Instant::now(),
         dash_allowed,
         peer: req.peer.as_deref(),
+        client_cas: &served.client_cas,
     })?;
     st.metrics.record_auth(client.method);
     tracing::debug!(client_id = %client.client.client_id, method = client.method, "client authenticated");

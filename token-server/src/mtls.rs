@@ -36,6 +36,8 @@ pub struct PeerCert {
     pub not_before: i64,
     /// Validity, unix seconds.
     pub not_after: i64,
+    /// The chain as presented, leaf first, for policies with their own CA bundle.
+    pub chain: Arc<[CertificateDer<'static>]>,
 }
 
 /// Canonical form of a DN for comparison: attributes trimmed, `, ` separators folded, attribute
@@ -54,8 +56,9 @@ fn canonical_dn(dn: &str) -> String {
 }
 
 impl PeerCert {
-    /// Parses the leaf certificate; `ca_verified` comes from the caller's chain check.
-    pub fn parse(leaf: &CertificateDer<'_>, ca_verified: bool) -> Option<PeerCert> {
+    /// Parses the leaf of `chain`; `ca_verified` comes from the caller's check against the global CA.
+    pub fn parse(chain: &[CertificateDer<'static>], ca_verified: bool) -> Option<PeerCert> {
+        let leaf = chain.first()?;
         use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
         let (_, cert) = X509Certificate::from_der(leaf.as_ref()).ok()?;
         // RFC 4514 lists RDNs most specific first; X.509 stores them the other way round.
@@ -86,6 +89,7 @@ impl PeerCert {
             ips: Vec::new(),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
+            chain: chain.to_vec().into(),
         };
         if let Ok(Some(san)) = cert.subject_alternative_name() {
             for name in &san.value.general_names {
@@ -107,6 +111,16 @@ impl PeerCert {
             }
         }
         Some(pc)
+    }
+
+    /// The chain leads to the CA of `verifier` (a policy's own bundle).
+    pub fn chains_to(&self, verifier: &dyn ClientCertVerifier) -> bool {
+        match self.chain.split_first() {
+            Some((leaf, rest)) => verifier
+                .verify_client_cert(leaf, rest, UnixTime::now())
+                .is_ok(),
+            None => false,
+        }
     }
 
     /// Within its validity period at `now` (unix seconds).
@@ -212,5 +226,96 @@ impl ClientCertVerifier for OptionalAnyClientCert {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_crds::credential::SanBinding;
+
+    fn peer() -> PeerCert {
+        PeerCert {
+            thumbprint: "t".repeat(43),
+            ca_verified: true,
+            subject: "CN=app,OU=Payments,O=Acme".into(),
+            dns: vec!["app.acme.example".into()],
+            uris: vec!["spiffe://acme/ns/pay/sa/app".into()],
+            emails: vec!["ops@acme.example".into()],
+            ips: vec![
+                "10.1.2.3".parse().expect("ip"),
+                "2001:db8::1".parse().expect("ip"),
+            ],
+            not_before: 100,
+            not_after: 200,
+            chain: Vec::new().into(),
+        }
+    }
+
+    fn san(
+        dns: Option<&str>,
+        uri: Option<&str>,
+        email: Option<&str>,
+        ip: Option<&str>,
+    ) -> MtlsBinding {
+        MtlsBinding {
+            subject_dn: None,
+            san: Some(SanBinding {
+                dns: dns.map(Into::into),
+                uri: uri.map(Into::into),
+                email: email.map(Into::into),
+                ip: ip.map(Into::into),
+            }),
+            thumbprint_sha256: None,
+        }
+    }
+
+    #[test]
+    fn every_san_kind_and_the_dn_match_and_mismatch() {
+        let p = peer();
+        for (b, want) in [
+            (san(Some("APP.acme.example"), None, None, None), true),
+            (san(Some("other.example"), None, None, None), false),
+            (
+                san(None, Some("spiffe://acme/ns/pay/sa/app"), None, None),
+                true,
+            ),
+            (
+                san(None, Some("spiffe://acme/ns/pay/sa/other"), None, None),
+                false,
+            ),
+            (san(None, None, Some("OPS@acme.example"), None), true),
+            (san(None, None, Some("dev@acme.example"), None), false),
+            (san(None, None, None, Some("10.1.2.3")), true),
+            (san(None, None, None, Some("2001:db8:0::1")), true),
+            (san(None, None, None, Some("10.1.2.4")), false),
+        ] {
+            assert_eq!(p.matches(&b), want, "{b:?}");
+        }
+        let dn = |d: &str| MtlsBinding {
+            subject_dn: Some(d.into()),
+            san: None,
+            thumbprint_sha256: None,
+        };
+        assert!(
+            p.matches(&dn("CN=app, OU=Payments, O=Acme")),
+            "spaces after commas and case of types are folded"
+        );
+        assert!(p.matches(&dn("cn=app,ou=Payments,o=Acme")));
+        assert!(
+            !p.matches(&dn("O=Acme,OU=Payments,CN=app")),
+            "RDN order matters (RFC 4514)"
+        );
+        assert!(!p.matches(&dn("CN=app,O=Acme")));
+        let thumb = MtlsBinding {
+            subject_dn: Some("CN=app,OU=Payments,O=Acme".into()),
+            san: None,
+            thumbprint_sha256: Some("x".repeat(43)),
+        };
+        assert!(
+            !p.matches(&thumb),
+            "a thumbprint, when given, must match too"
+        );
+        assert!(p.valid_at(150) && !p.valid_at(99) && !p.valid_at(201));
     }
 }

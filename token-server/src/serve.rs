@@ -130,5 +130,5 @@ fn peer_cert(
         v.verify_client_cert(leaf, &chain[1..], rustls_pki_types::UnixTime::now())
             .is_ok()
     });
-    PeerCert::parse(leaf, ca_verified).map(Arc::new)
+    PeerCert::parse(chain, ca_verified).map(Arc::new)
 }

@@ -51,6 +51,11 @@ pub struct Served {
     pub jwks: Bytes,
     /// The discovery document, serialized once.
     pub discovery: Bytes,
+    /// Verifiers of the policies that bring their own client CA bundle.
+    pub client_cas: std::collections::HashMap<
+        tessera_crds::model::ObjectRef,
+        Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    >,
 }
 
 impl Served {
@@ -66,6 +71,22 @@ impl Served {
         let discovery = Bytes::from(
             crate::http::discovery::document(issuer, &keys.algorithms(now)).to_string(),
         );
+        let mut client_cas = std::collections::HashMap::new();
+        for c in snapshot.clients() {
+            if let tessera_crds::model::ClientCa::Pem(pem) = &c.policy.client_ca
+                && !client_cas.contains_key(&c.policy.owner)
+            {
+                match crate::tls::ca_verifier(pem.as_bytes()) {
+                    Some(v) => {
+                        client_cas.insert(c.policy.owner.clone(), v);
+                    }
+                    // Fails closed: tls_client_auth admits nobody under this policy.
+                    None => {
+                        tracing::warn!(policy = %c.policy.owner, "the policy's client CA bundle holds no usable certificate")
+                    }
+                }
+            }
+        }
         Served {
             snapshot,
             keys,
@@ -73,6 +94,7 @@ impl Served {
             loaded_at: now,
             jwks,
             discovery,
+            client_cas,
         }
     }
 }

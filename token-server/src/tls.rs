@@ -85,6 +85,20 @@ impl std::fmt::Debug for TlsState {
     }
 }
 
+/// A verifier for client chains from a PEM CA bundle; `None` if the bundle holds no usable CA.
+pub fn ca_verifier(pem: &[u8]) -> Option<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pem) {
+        roots.add(c.ok()?).ok()?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let v: Arc<dyn rustls::server::danger::ClientCertVerifier> =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .ok()?;
+    Some(v)
+}
+
 /// Reads the files into a server configuration.
 pub fn load(files: &TlsFiles) -> Result<TlsState, TlsError> {
     let cert_err = |message: String| TlsError::Cert {

@@ -2,7 +2,7 @@
 
 use super::problem::{Kind, ObjectRef, Reason, Report};
 use super::snapshot::{
-    Client, ClientKind, Counts, Policy, RefreshPolicy, SecretVerifier, Snapshot, UserPool,
+    Client, ClientCa, ClientKind, Counts, Policy, RefreshPolicy, SecretVerifier, Snapshot, UserPool,
 };
 use crate::auth_policy::{ClientAuthMethod, GrantType, Management};
 use crate::common::{PublishedVerifier, SecretKeyRef};
@@ -29,8 +29,10 @@ pub struct ResourceSet {
     pub credentials: Vec<Arc<Credential>>,
     /// Roles.
     pub roles: Vec<Arc<Role>>,
-    /// Secrets: client secrets and user pools.
+    /// Secrets: client secrets, user pools, CA bundles.
     pub secrets: Vec<Arc<Secret>>,
+    /// ConfigMaps: CA bundles.
+    pub config_maps: Vec<Arc<k8s_openapi::api::core::v1::ConfigMap>>,
 }
 
 impl ResourceSet {
@@ -42,6 +44,7 @@ impl ResourceSet {
             Resource::Credential(o) => self.credentials.push(Arc::new(o)),
             Resource::Role(o) => self.roles.push(Arc::new(o)),
             Resource::Secret(o) => self.secrets.push(Arc::new(o)),
+            Resource::ConfigMap(o) => self.config_maps.push(Arc::new(o)),
         }
     }
 }
@@ -337,6 +340,7 @@ fn resolve_policies<'a>(
             .user_pool
             .as_ref()
             .map(|pool| Arc::new(user_pool(cx, &r, &pool.name)));
+        let ca = client_ca(cx, set, &r, s.client_ca.as_ref());
         // Validation passed, so the durations parse.
         let ttl = |v: &Option<String>, d| {
             v.as_deref()
@@ -360,6 +364,7 @@ fn resolve_policies<'a>(
             auth_methods: s.client_auth_methods.clone(),
             users,
             token_management: s.token_management.clone(),
+            client_ca: ca,
         };
         policies.insert(key(&p.metadata), Arc::new(policy));
     }
@@ -399,6 +404,90 @@ fn user_pool(cx: &mut Ctx<'_>, r: &ObjectRef, secret_name: &str) -> UserPool {
         cx.report.add(r, Reason::UserPoolInvalid, "spec.userPool.name", format!("in Secret {secret_name}, the entries for {} are not argon2id PHC hashes ($argon2id$v=19$...); those users cannot sign in until re-hashed", shown.join(", ")));
     }
     pool
+}
+
+/// The CA bundle of a policy, read from its Secret or ConfigMap. A missing one is reported and
+/// fails closed: `tls_client_auth` then admits nobody under this policy.
+fn client_ca(
+    cx: &mut Ctx<'_>,
+    set: &ResourceSet,
+    r: &ObjectRef,
+    ca: Option<&crate::auth_policy::ClientCaRef>,
+) -> ClientCa {
+    let Some(ca) = ca else {
+        return ClientCa::Global;
+    };
+    let ns = &*r.namespace;
+    let (found, field, what, name, key) = match (&ca.secret_ref, &ca.config_map_ref) {
+        (Some(sr), _) => {
+            let v = cx.secrets.get(&(ns, sr.name.as_str())).map(|s| {
+                s.string_data
+                    .as_ref()
+                    .and_then(|d| d.get(sr.key_or_default()).cloned())
+                    .or_else(|| {
+                        s.data
+                            .as_ref()
+                            .and_then(|d| d.get(sr.key_or_default()))
+                            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+                    })
+            });
+            (
+                v,
+                "spec.clientCa.secretRef",
+                "Secret",
+                sr.name.as_str(),
+                sr.key_or_default(),
+            )
+        }
+        (None, Some(cr)) => {
+            let v = set
+                .config_maps
+                .iter()
+                .find(|c| key(&c.metadata) == (ns, cr.name.as_str()))
+                .map(|c| {
+                    c.data
+                        .as_ref()
+                        .and_then(|d| d.get(cr.key_or_default()).cloned())
+                });
+            (
+                v,
+                "spec.clientCa.configMapRef",
+                "ConfigMap",
+                cr.name.as_str(),
+                cr.key_or_default(),
+            )
+        }
+        (None, None) => return ClientCa::Unavailable,
+    };
+    match found {
+        Some(Some(pem)) if pem.contains("-----BEGIN CERTIFICATE-----") => {
+            ClientCa::Pem(Arc::from(pem))
+        }
+        Some(Some(_)) => {
+            cx.report.add(
+                r,
+                Reason::Invalid,
+                format!("{field}.key"),
+                format!(
+                    "key `{key}` of {what} {name} holds no PEM certificate; put the CA bundle there"
+                ),
+            );
+            ClientCa::Unavailable
+        }
+        Some(None) => {
+            cx.report.add(
+                r,
+                Reason::SecretKeyNotFound,
+                format!("{field}.key"),
+                format!("{what} {name} has no key `{key}`; add the CA bundle there"),
+            );
+            ClientCa::Unavailable
+        }
+        None => {
+            cx.report.add(r, Reason::SecretNotFound, format!("{field}.name"), format!("{what} {name} not found in namespace {ns}; until it exists tls_client_auth admits nobody under this policy"));
+            ClientCa::Unavailable
+        }
+    }
 }
 
 fn is_argon2id(s: &str) -> bool {

@@ -167,6 +167,19 @@ pub struct Policy {
     pub users: Option<Arc<UserPool>>,
     /// Response format and scope handling.
     pub token_management: TokenManagement,
+    /// Which CA client certificates must chain to for `tls_client_auth`.
+    pub client_ca: ClientCa,
+}
+
+/// The CA for `tls_client_auth` under a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCa {
+    /// The token server's global bundle.
+    Global,
+    /// The policy's own PEM bundle.
+    Pem(Arc<str>),
+    /// The policy names a bundle that could not be read: nobody is admitted (fail closed).
+    Unavailable,
 }
 
 impl Policy {

@@ -616,3 +616,78 @@ async fn a_garbage_client_certificate_fails_its_own_handshake_only() {
         "the server is still up for others"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_with_its_own_ca_bundle_trusts_that_ca_only() {
+    let global = ca();
+    let partner = self::ca();
+    let (srv_cert, srv_key, _) = server_cert(&global, "server");
+    let from_partner = client_cert(
+        "settlement-bank",
+        Some("Example Bank"),
+        None,
+        Some(&partner),
+        0,
+    );
+    let from_global = client_cert(
+        "settlement-bank",
+        Some("Example Bank"),
+        None,
+        Some(&global),
+        0,
+    );
+    let pem_yaml = partner.pem.replace('\n', "\n    ");
+    let manifests = format!(
+        "{}---\napiVersion: tessera.dev/v1alpha1\nkind: AuthPolicy\nmetadata: {{name: partner-certs}}\nspec:\n  clientAuthMethods: [tls_client_auth]\n  clientCa: {{configMapRef: {{name: partner-ca}}}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: partner-ca}}\ndata:\n  ca.crt: |\n    {pem_yaml}\n---\napiVersion: tessera.dev/v1alpha1\nkind: Credential\nmetadata: {{name: partner}}\nspec: {{clientId: partner, policyRef: {{name: partner-certs}}, acl: [orders], mtls: {{subjectDn: \"CN=settlement-bank,O=Example Bank\"}}}}\n---\napiVersion: tessera.dev/v1alpha1\nkind: AuthPolicy\nmetadata: {{name: lost-certs}}\nspec:\n  clientAuthMethods: [tls_client_auth]\n  clientCa: {{secretRef: {{name: missing-ca}}}}\n---\napiVersion: tessera.dev/v1alpha1\nkind: Credential\nmetadata: {{name: lost}}\nspec: {{clientId: lost, policyRef: {{name: lost-certs}}, acl: [orders], mtls: {{subjectDn: \"CN=settlement-bank,O=Example Bank\"}}}}\n",
+        MTLS.replace("THUMB", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+    );
+    let s = start_with(
+        &global,
+        &srv_cert,
+        &srv_key,
+        &[("mtls.yaml", &manifests)],
+        Some(&global.pem),
+    )
+    .await;
+    let cc = |id: &str| format!("grant_type=client_credentials&client_id={id}");
+    assert_eq!(
+        s.post_with_cert("/oauth2/token", &cc("partner"), Some(&from_partner))
+            .await
+            .0,
+        200,
+        "the policy's CA"
+    );
+    assert_eq!(
+        s.post_with_cert("/oauth2/token", &cc("partner"), Some(&from_global))
+            .await
+            .0,
+        401,
+        "the global CA is not the policy's"
+    );
+    assert_eq!(
+        s.post_with_cert("/oauth2/token", &cc("bank-dn"), Some(&from_global))
+            .await
+            .0,
+        200,
+        "other policies keep the global CA"
+    );
+    assert_eq!(
+        s.post_with_cert("/oauth2/token", &cc("bank-dn"), Some(&from_partner))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        s.post_with_cert("/oauth2/token", &cc("lost"), Some(&from_global))
+            .await
+            .0,
+        401,
+        "a missing bundle fails closed"
+    );
+    assert_eq!(
+        s.post_with_cert("/oauth2/token", &cc("lost"), Some(&from_partner))
+            .await
+            .0,
+        401
+    );
+}
