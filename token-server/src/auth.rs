@@ -157,6 +157,8 @@ pub fn authenticate(i: AuthInput<'_>) -> Result<Authenticated, OAuthError> {
                 basic,
             });
         }
+        // Only a checked secret resets the failures; a proxy key's `-` proves nothing.
+        i.lockout.record_success(&i.creds.client_id, i.instant);
     }
     Ok(Authenticated {
         client: client.clone(),

@@ -101,6 +101,21 @@ impl<K: std::hash::Hash + Eq + Clone> Table<K> {
         false
     }
 
+    /// Forgets the failures of `key` unless it is locked (a lock in force stays).
+    fn succeed<Q>(&self, key: &Q, now: Instant)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map
+            .get(key)
+            .is_some_and(|e| e.locked_until.is_none_or(|t| t <= now))
+        {
+            map.remove(key);
+        }
+    }
+
     fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
@@ -136,6 +151,13 @@ impl Lockout {
         let c = self.clients.fail(&client_id.to_owned(), now, &self.cfg);
         let a = addr.is_some_and(|a| self.addresses.fail(&a, now, &self.cfg));
         c || a
+    }
+
+    /// Records a successful authentication: the client's earlier failures are forgotten, so a
+    /// client that mistypes now and then never drifts into a lock. The address budget is kept: it
+    /// counts guesses against any client.
+    pub fn record_success(&self, client_id: &str, now: Instant) {
+        self.clients.succeed::<str>(client_id, now);
     }
 
     /// Keys tracked (for metrics).
@@ -192,6 +214,23 @@ mod tests {
             None,
             "client ids are not locked by the address"
         );
+    }
+
+    #[test]
+    fn a_success_forgets_failures_but_not_a_lock() {
+        let l = Lockout::new(cfg());
+        let t0 = Instant::now();
+        l.record_failure("a", None, t0);
+        l.record_failure("a", None, t0);
+        l.record_success("a", t0);
+        assert!(!l.record_failure("a", None, t0), "counting starts again");
+        assert!(!l.record_failure("a", None, t0));
+        assert!(
+            l.record_failure("a", None, t0),
+            "third failure since the success locks"
+        );
+        l.record_success("a", t0);
+        assert!(l.check("a", None, t0).is_some(), "a lock in force stays");
     }
 
     #[test]

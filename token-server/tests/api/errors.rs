@@ -350,3 +350,33 @@ async fn failed_passwords_lock_the_user_not_the_client_or_other_users() {
         "the client itself"
     );
 }
+
+#[tokio::test]
+async fn a_successful_authentication_resets_the_failure_count() {
+    let h = Harness::new();
+    // Nine failures, a success, nine more failures: never ten in a row, so never locked.
+    for _ in 0..9 {
+        assert_eq!(
+            h.cc("/oauth2/token", "es-client", "typo", &[]).await.status,
+            401
+        );
+    }
+    assert_eq!(
+        h.cc("/oauth2/token", "es-client", "es-secret", &[])
+            .await
+            .status,
+        200
+    );
+    for _ in 0..9 {
+        assert_eq!(
+            h.cc("/oauth2/token", "es-client", "typo", &[]).await.status,
+            401
+        );
+    }
+    assert_eq!(
+        h.cc("/oauth2/token", "es-client", "es-secret", &[])
+            .await
+            .status,
+        200
+    );
+}
