@@ -77,12 +77,12 @@ impl Served {
                 && !client_cas.contains_key(&c.policy.owner)
             {
                 match crate::tls::ca_verifier(pem.as_bytes()) {
-                    Some(v) => {
+                    Ok(v) => {
                         client_cas.insert(c.policy.owner.clone(), v);
                     }
                     // Fails closed: tls_client_auth admits nobody under this policy.
-                    None => {
-                        tracing::warn!(policy = %c.policy.owner, "the policy's client CA bundle holds no usable certificate")
+                    Err(e) => {
+                        tracing::warn!(policy = %c.policy.owner, error = %e, "the policy's client CA bundle is not usable")
                     }
                 }
             }

@@ -86,17 +86,20 @@ impl std::fmt::Debug for TlsState {
 }
 
 /// A verifier for client chains from a PEM CA bundle; `None` if the bundle holds no usable CA.
-pub fn ca_verifier(pem: &[u8]) -> Option<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+pub fn ca_verifier(
+    pem: &[u8],
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(pem) {
-        roots.add(c.ok()?).ok()?;
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let v: Arc<dyn rustls::server::danger::ClientCertVerifier> =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .ok()?;
-    Some(v)
+    let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(v)
 }
 
 /// Reads the files into a server configuration.
@@ -124,19 +127,8 @@ pub fn load(files: &TlsFiles) -> Result<TlsState, TlsError> {
                 path: path.display().to_string(),
                 message,
             };
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))? {
-                roots
-                    .add(c.map_err(|e| err(e.to_string()))?)
-                    .map_err(|e| err(e.to_string()))?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider.clone(),
-            )
-            .build()
-            .map_err(|e| err(e.to_string()))?;
-            Some(verifier)
+            let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+            Some(ca_verifier(&pem).map_err(err)?)
         }
     };
     let mut config = ServerConfig::builder_with_provider(provider.clone())
