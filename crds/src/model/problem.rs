@@ -89,6 +89,9 @@ pub enum Reason {
     Expired,
     /// The Credential is disabled.
     Disabled,
+    /// A Secret with the name the operator generates into exists and is not the operator's; it
+    /// is never overwritten.
+    SecretConflict,
 }
 
 impl Reason {
@@ -110,6 +113,7 @@ impl Reason {
             Reason::UserPoolInvalid => "UserPoolInvalid",
             Reason::Expired => "Expired",
             Reason::Disabled => "Disabled",
+            Reason::SecretConflict => "SecretConflict",
         }
     }
 }

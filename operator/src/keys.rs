@@ -1,0 +1,286 @@
+//! The key set's life: generated on first start, rotated on an interval, old keys retired once
+//! nothing they signed can still be valid. Pure: stored bytes, clock and policy in, a decision out.
+//!
+//! The timeline of one signing algorithm with interval `I`, pre-publication `P` and retirement
+//! delay `R` (the longest access-token lifetime plus clock skew):
+//!
+//! ```text
+//! t0            key A signs
+//! t0+I-P        key B is added: published in the JWKS, not signing (validators fetch it)
+//! t0+I          key B signs; A stays published (A.retireAfter = t0+I+R)
+//! t0+I+R        A leaves the JWKS: every token it signed has expired
+//! ```
+//!
+//! Encryption keys (opaque and refresh tokens) rotate on the same interval; the newest seals and
+//! older ones keep opening until the longest sealed-token lifetime has passed.
+
+use jiff::{SignedDuration, Timestamp};
+use std::time::Duration;
+use tessera_crds::auth_policy::SigningAlgorithm;
+use tessera_token_server::token::keys::{KeySet, KeySetFile};
+
+/// Rotation settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// Rotate every interval; `None` never rotates (keys only retire).
+    pub rotation_interval: Option<Duration>,
+    /// How long a new signing key is published before it signs.
+    pub prepublish: Duration,
+    /// How long a superseded signing key stays published after its successor starts signing.
+    pub retire_delay: Duration,
+    /// How long a superseded encryption key keeps opening tokens.
+    pub sealed_lifetime: Duration,
+}
+
+/// What is stored now.
+#[derive(Debug, Clone, Copy)]
+pub enum Stored<'a> {
+    /// No keys Secret.
+    Absent,
+    /// The Secret exists; its `keyset.json` value, if it has one.
+    Present(Option<&'a [u8]>),
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyDecision {
+    /// Create the Secret with this set.
+    Create(KeySetFile),
+    /// Replace the set (guarded by the Secret's resourceVersion), for these reasons.
+    Update(KeySetFile, Vec<String>),
+    /// Nothing to do.
+    Keep,
+    /// The stored set is unreadable: report it and change nothing (it may hold keys that signed
+    /// live tokens; replacing it would invalidate them).
+    Blocked(String),
+}
+
+/// A decision and when the clock alone will next change it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyPlan {
+    /// The decision.
+    pub decision: KeyDecision,
+    /// When to look again.
+    pub next_wake: Option<Timestamp>,
+    /// The set in effect after the decision (for the verifier key and metrics).
+    pub effective: Option<KeySetFile>,
+}
+
+const ALGORITHMS: [SigningAlgorithm; 3] = [
+    SigningAlgorithm::RS256,
+    SigningAlgorithm::ES256,
+    SigningAlgorithm::EdDSA,
+];
+
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+fn sub(t: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_sub(d).ok())
+        .unwrap_or(Timestamp::MIN)
+}
+
+/// Decides. `fresh` generates a new key set (its keys are taken as needed).
+pub fn plan_keys(
+    stored: Stored<'_>,
+    now: Timestamp,
+    policy: &KeyPolicy,
+    fresh: &mut dyn FnMut(Timestamp) -> Option<KeySetFile>,
+) -> KeyPlan {
+    let blocked = |why: String| KeyPlan {
+        decision: KeyDecision::Blocked(why),
+        next_wake: None,
+        effective: None,
+    };
+    let current = match stored {
+        Stored::Absent => {
+            return match fresh(now) {
+                Some(file) => KeyPlan {
+                    next_wake: policy
+                        .rotation_interval
+                        .map(|i| add(now, i.saturating_sub(policy.prepublish))),
+                    effective: Some(file.clone()),
+                    decision: KeyDecision::Create(file),
+                },
+                None => blocked("generating keys failed".into()),
+            };
+        }
+        Stored::Present(None) => {
+            return blocked(format!(
+                "the keys Secret has no `{}` key; restore it from a backup, or delete the Secret to have a new key set generated (tokens signed by the old keys stop verifying)",
+                tessera_token_server::token::keys::SECRET_DATA_KEY
+            ));
+        }
+        Stored::Present(Some(bytes)) => match serde_json::from_slice::<KeySetFile>(bytes) {
+            Ok(f) => match KeySet::from_file(&f) {
+                Ok(_) => f,
+                Err(e) => {
+                    return blocked(format!(
+                        "the stored key set is invalid ({e}); fix it, or delete the Secret to have a new one generated"
+                    ));
+                }
+            },
+            Err(e) => {
+                return blocked(format!(
+                    "the stored key set is not valid JSON ({e}); fix it, or delete the Secret to have a new one generated"
+                ));
+            }
+        },
+    };
+
+    let mut file = current.clone();
+    let mut changes = Vec::new();
+    let mut wake: Option<Timestamp> = None;
+    let mut wake_at = |t: Timestamp| {
+        if t > now {
+            wake = Some(wake.map_or(t, |w: Timestamp| w.min(t)));
+        }
+    };
+    let mut generated: Option<KeySetFile> = None;
+    let mut take_fresh = |now: Timestamp| -> Option<KeySetFile> {
+        if generated.is_none() {
+            generated = fresh(now);
+        }
+        generated.clone()
+    };
+
+    for alg in ALGORITHMS {
+        let newest = file
+            .signing
+            .iter()
+            .filter(|k| k.alg == alg)
+            .map(|k| k.active_from)
+            .max();
+        let new_from = match newest {
+            // An algorithm with no key gets one at once: nothing signed with it can be cached.
+            None => Some(now),
+            Some(from) if from <= now => policy.rotation_interval.and_then(|i| {
+                let due = sub(add(from, i), policy.prepublish).max(from);
+                if now >= due {
+                    Some(add(now, policy.prepublish))
+                } else {
+                    wake_at(due);
+                    None
+                }
+            }),
+            // A successor is already published and waiting.
+            Some(_) => None,
+        };
+        if let Some(active_from) = new_from {
+            let Some(f) = take_fresh(now) else {
+                return blocked("generating keys failed".into());
+            };
+            if let Some(mut k) = f.signing.into_iter().find(|k| k.alg == alg) {
+                k.active_from = active_from;
+                k.retire_after = None;
+                changes.push(format!(
+                    "added {} key {} signing from {active_from}",
+                    alg.as_str(),
+                    k.kid
+                ));
+                file.signing.push(k);
+            }
+        }
+        // Every key with a successor retires once the successor has signed for `retire_delay`.
+        let actives: Vec<Timestamp> = file
+            .signing
+            .iter()
+            .filter(|k| k.alg == alg)
+            .map(|k| k.active_from)
+            .collect();
+        for k in file.signing.iter_mut().filter(|k| k.alg == alg) {
+            let successor = actives.iter().copied().filter(|t| *t > k.active_from).min();
+            if let (Some(s), None) = (successor, k.retire_after) {
+                let at = add(s, policy.retire_delay);
+                changes.push(format!("{} retires at {at}", k.kid));
+                k.retire_after = Some(at);
+            }
+        }
+    }
+    let before = file.signing.len();
+    file.signing
+        .retain(|k| k.retire_after.is_none_or(|t| t > now));
+    if file.signing.len() != before {
+        changes.push(format!(
+            "removed {} retired signing key(s)",
+            before - file.signing.len()
+        ));
+    }
+    for k in &file.signing {
+        wake_at(k.active_from);
+        if let Some(t) = k.retire_after {
+            wake_at(t);
+        }
+    }
+
+    // Encryption keys: the newest seals at once (sealed tokens are never validated elsewhere).
+    if let Some(newest) = file.encryption.iter().map(|k| k.created_at).max()
+        && let Some(i) = policy.rotation_interval
+    {
+        let due = add(newest, i);
+        if now >= due {
+            let Some(f) = take_fresh(now) else {
+                return blocked("generating keys failed".into());
+            };
+            if let Some(mut k) = f.encryption.into_iter().next() {
+                k.created_at = now;
+                changes.push(format!("added encryption key {}", k.kid));
+                file.encryption.push(k);
+            }
+        } else {
+            wake_at(due);
+        }
+    }
+    let created: Vec<Timestamp> = file.encryption.iter().map(|k| k.created_at).collect();
+    let before = file.encryption.len();
+    file.encryption.retain(|k| {
+        let successor = created.iter().copied().filter(|t| *t > k.created_at).min();
+        successor.is_none_or(|s| add(s, policy.sealed_lifetime) > now)
+    });
+    if file.encryption.len() != before {
+        changes.push(format!(
+            "removed {} expired encryption key(s)",
+            before - file.encryption.len()
+        ));
+    }
+    for k in &file.encryption {
+        if let Some(s) = created.iter().copied().filter(|t| *t > k.created_at).min() {
+            wake_at(add(s, policy.sealed_lifetime));
+        }
+    }
+
+    let decision = if changes.is_empty() {
+        KeyDecision::Keep
+    } else {
+        KeyDecision::Update(file.clone(), changes)
+    };
+    KeyPlan {
+        decision,
+        next_wake: wake,
+        effective: Some(file),
+    }
+}
+
+/// Age of the key signing for each algorithm at `now` (for metrics).
+pub fn signer_ages(file: &KeySetFile, now: Timestamp) -> Vec<(SigningAlgorithm, f64)> {
+    ALGORITHMS
+        .iter()
+        .filter_map(|alg| {
+            let from = file
+                .signing
+                .iter()
+                .filter(|k| {
+                    k.alg == *alg && k.active_from <= now && k.retire_after.is_none_or(|t| t > now)
+                })
+                .map(|k| k.active_from)
+                .max()?;
+            Some((*alg, now.duration_since(from).as_secs_f64()))
+        })
+        .collect()
+}

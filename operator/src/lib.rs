@@ -1,0 +1,16 @@
+//! Tessera operator: reconciles ApiProxy, AuthPolicy, Credential and Role into generated
+//! Secrets, published secret verifiers, the key set and status.
+//!
+//! Pure decisions ([`plan`], [`keys`], [`lease::decide`]) are separate from the I/O that carries
+//! them out ([`run`]), so they are tested without a cluster.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod keys;
+pub mod lease;
+pub mod metrics;
+pub mod plan;
+pub mod run;
+
+/// The one field manager of every write (server-side apply, creates, Lease updates).
+pub const FIELD_MANAGER: &str = "tessera-operator";

@@ -1,0 +1,1005 @@
+//! What the operator should write, decided from what it sees: the pure core of the reconciler.
+//!
+//! [`plan`] takes every watched object (the four kinds, Secrets and ConfigMaps), the verifier key
+//! and the clock, and returns the writes that bring the cluster to the desired state: generated
+//! Secrets (create, repair, rotate, re-own) and status on every resource, each with the Events
+//! to publish once it succeeded. It returns nothing for an object already in its desired state,
+//! which is what keeps a steady cluster at zero writes.
+//!
+//! Status depends on the whole world (a client_id is contested, a Role vanished), so a pass
+//! resolves the model once for all objects ([`tessera_crds::model::resolve`], O(n)) instead of
+//! once per object.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference, Time};
+use kube::ResourceExt as _;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_crds::api_proxy::ApiProxyStatus;
+use tessera_crds::auth_policy::AuthPolicyStatus;
+use tessera_crds::auth_policy::Management;
+use tessera_crds::common::PublishedVerifier;
+use tessera_crds::conditions;
+use tessera_crds::credential::CredentialStatus;
+use tessera_crds::credential::DeletionPolicy;
+use tessera_crds::duration::parse_duration;
+use tessera_crds::model::{Kind, ObjectRef, Problem, Reason, ResourceSet, resolve};
+use tessera_crds::role::RoleStatus;
+use tessera_crds::secret::{CLIENT_SECRET_KEY, Verifier, VerifierKey};
+use tessera_crds::validate::DEFAULT_GRACE_PERIOD;
+use tessera_crds::{ApiProxy, Credential};
+
+/// Label on every Secret the operator generates.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "tessera-operator");
+/// Label naming the Credential a generated Secret belongs to.
+pub const CREDENTIAL_LABEL: &str = "tessera.dev/credential";
+/// Label naming the ApiProxy a generated proxy key Secret belongs to.
+pub const API_PROXY_LABEL: &str = "tessera.dev/api-proxy";
+/// Annotation on a generated Secret: when its secret was last generated.
+pub const ROTATED_AT: &str = "tessera.dev/rotated-at";
+/// Annotation on a generated Secret: the last on-demand rotation request it fulfilled.
+pub const ROTATION_REQUEST: &str = "tessera.dev/rotation-request";
+/// Annotation a user sets (to any new value) on a Credential or ApiProxy to rotate its secret now.
+pub const ROTATE_SECRET: &str = "tessera.dev/rotate-secret";
+/// Data key of the client_id in a generated Secret.
+pub const CLIENT_ID_KEY: &str = "client_id";
+/// Data key of the token endpoint URL in a generated Secret.
+pub const TOKEN_ENDPOINT_KEY: &str = "token_endpoint";
+/// Length of a generated secret: 32 random bytes, unpadded base64url.
+pub const GENERATED_SECRET_LEN: usize = 43;
+/// The API group/version of the four kinds.
+pub const API_VERSION: &str = "tessera.dev/v1alpha1";
+
+/// Settings a pass needs besides the objects.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The token endpoint written into generated Secrets.
+    pub token_endpoint: String,
+}
+
+/// Everything the operator sees.
+#[derive(Debug, Default, Clone)]
+pub struct World {
+    /// The four kinds, Secrets and ConfigMaps from the watch caches.
+    pub set: ResourceSet,
+}
+
+/// One write to the API server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Create a Secret; fails (and is retried next pass) if one appeared meanwhile.
+    CreateSecret(Box<Secret>),
+    /// Update an existing generated Secret (server-side apply, guarded by its resourceVersion).
+    ApplySecret(Box<Secret>),
+    /// Server-side apply of an object's whole status.
+    Status {
+        /// The object.
+        object: ObjectRef,
+        /// The status, as JSON.
+        status: Value,
+    },
+}
+
+impl Write {
+    /// A short name for metrics and logs.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Write::CreateSecret(_) => "create_secret",
+            Write::ApplySecret(_) => "apply_secret",
+            Write::Status { .. } => "status",
+        }
+    }
+}
+
+/// An Event to publish about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventNote {
+    /// `Normal` or `Warning`.
+    pub warning: bool,
+    /// CamelCase reason, e.g. `SecretRotated`.
+    pub reason: String,
+    /// What happened, for `kubectl describe`. Never a secret.
+    pub note: String,
+}
+
+/// The writes for one object, executed in order; a failure stops the rest (next pass retries).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectPlan {
+    /// The object the writes are about (also what Events are attached to).
+    pub object: ObjectRef,
+    /// Its uid, for Event references.
+    pub uid: Option<String>,
+    /// The writes, in order.
+    pub writes: Vec<Write>,
+    /// Events to publish once all writes succeeded.
+    pub events: Vec<EventNote>,
+}
+
+/// The outcome of a pass.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Objects that need writes.
+    pub objects: Vec<ObjectPlan>,
+    /// Objects looked at, by kind (for metrics: those without writes are "unchanged").
+    pub seen: BTreeMap<&'static str, usize>,
+    /// The earliest time the clock alone changes the desired state (a rotation falls due, a
+    /// grace period ends, a Credential expires).
+    pub next_wake: Option<Timestamp>,
+}
+
+impl Plan {
+    fn wake_at(&mut self, t: Timestamp) {
+        self.next_wake = Some(self.next_wake.map_or(t, |w| w.min(t)));
+    }
+}
+
+/// A source of new secrets (random in production, scripted in tests).
+pub trait SecretSource {
+    /// A new secret: 32 random bytes, unpadded base64url.
+    fn new_secret(&mut self) -> String;
+}
+
+/// Generated secrets from the system CSPRNG.
+pub struct RandomSecrets;
+
+impl SecretSource for RandomSecrets {
+    fn new_secret(&mut self) -> String {
+        let mut b = [0u8; 32];
+        // The system RNG failing is not recoverable; aws-lc aborts on it anyway.
+        aws_lc_rs::rand::fill(&mut b).unwrap_or_else(|_| std::process::abort());
+        URL_SAFE_NO_PAD.encode(b)
+    }
+}
+
+fn ts(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// `now` to whole seconds, as the API server stores `metav1.Time`, so what is read back equals
+/// what was written.
+pub fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+fn ns_name(meta: &ObjectMeta) -> (&str, &str) {
+    (
+        meta.namespace.as_deref().unwrap_or("default"),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
+/// A client_id for an object that has none: its name and a hash of its uid, stable for the
+/// object's life and different for a new object of the same name.
+pub fn generated_client_id(meta: &ObjectMeta) -> Option<String> {
+    let uid = meta.uid.as_deref()?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, uid.as_bytes());
+    let hex: String = digest.as_ref()[..5]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some(format!("{}-{hex}", meta.name.as_deref()?))
+}
+
+/// Who a generated Secret belongs to.
+#[derive(Clone, Copy)]
+struct Owner<'a> {
+    kind: Kind,
+    meta: &'a ObjectMeta,
+    label: &'static str,
+}
+
+impl Owner<'_> {
+    fn is_ours(&self, s: &Secret) -> bool {
+        let labels = s.metadata.labels.as_ref();
+        let get = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+        get(MANAGED_BY.0) == Some(MANAGED_BY.1) && get(self.label) == self.meta.name.as_deref()
+    }
+
+    fn owner_ref(&self) -> Option<OwnerReference> {
+        Some(OwnerReference {
+            api_version: API_VERSION.into(),
+            kind: self.kind.as_str().into(),
+            name: self.meta.name.clone()?,
+            uid: self.meta.uid.clone()?,
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        })
+    }
+}
+
+/// What a generated secret should look like, besides its value.
+struct SecretShape<'a> {
+    owner: Owner<'a>,
+    name: String,
+    client_id: String,
+    orphan: bool,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    rotation_interval: Option<Duration>,
+    grace: Duration,
+}
+
+fn secret_value(s: &Secret, key: &str) -> Option<Vec<u8>> {
+    if let Some(v) = s.string_data.as_ref().and_then(|d| d.get(key)) {
+        return Some(v.as_bytes().to_vec());
+    }
+    s.data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+}
+
+fn is_generated_form(v: &[u8]) -> bool {
+    v.len() == GENERATED_SECRET_LEN
+        && v.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+}
+
+/// The outcome for one generated secret: the value in effect, verifiers and writes.
+struct SecretOutcome {
+    value: Option<String>,
+    writes_before_status: Vec<Write>,
+    writes_after_status: Vec<Write>,
+    events: Vec<EventNote>,
+    /// Verifier of the secret that stopped being current, with the end of its grace period.
+    retired: Option<Timestamp>,
+    conflict: bool,
+}
+
+fn build_secret(
+    shape: &SecretShape<'_>,
+    settings: &Settings,
+    value: &str,
+    existing: Option<&Secret>,
+    rotated_at: String,
+    request: Option<&str>,
+) -> Secret {
+    let mut labels = shape.labels.clone();
+    labels.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
+    labels.insert(
+        shape.owner.label.into(),
+        shape.owner.meta.name.clone().unwrap_or_default(),
+    );
+    let mut annotations = shape.annotations.clone();
+    annotations.insert(ROTATED_AT.into(), rotated_at);
+    if let Some(r) = request {
+        annotations.insert(ROTATION_REQUEST.into(), r.into());
+    }
+    let (ns, _) = ns_name(shape.owner.meta);
+    let mut data = BTreeMap::new();
+    data.insert(
+        CLIENT_ID_KEY.to_owned(),
+        ByteString(shape.client_id.clone().into_bytes()),
+    );
+    data.insert(
+        CLIENT_SECRET_KEY.to_owned(),
+        ByteString(value.as_bytes().to_vec()),
+    );
+    data.insert(
+        TOKEN_ENDPOINT_KEY.to_owned(),
+        ByteString(settings.token_endpoint.clone().into_bytes()),
+    );
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(shape.name.clone()),
+            namespace: Some(ns.to_owned()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: if shape.orphan {
+                Some(Vec::new())
+            } else {
+                shape.owner.owner_ref().map(|r| vec![r])
+            },
+            resource_version: existing.and_then(|e| e.metadata.resource_version.clone()),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+fn plan_secret(
+    shape: &SecretShape<'_>,
+    existing: Option<&Secret>,
+    previously_published: bool,
+    settings: &Settings,
+    now: Timestamp,
+    secrets: &mut dyn SecretSource,
+    plan: &mut Plan,
+) -> SecretOutcome {
+    let mut out = SecretOutcome {
+        value: None,
+        writes_before_status: Vec::new(),
+        writes_after_status: Vec::new(),
+        events: Vec::new(),
+        retired: None,
+        conflict: false,
+    };
+    let owner_annotations = shape.owner.meta.annotations.as_ref();
+    let request = owner_annotations
+        .and_then(|a| a.get(ROTATE_SECRET))
+        .filter(|v| !v.is_empty())
+        .map(String::as_str);
+    let what = format!("Secret {}", shape.name);
+    let Some(existing) = existing else {
+        let value = secrets.new_secret();
+        let secret = build_secret(shape, settings, &value, None, ts(now), request);
+        out.writes_before_status
+            .push(Write::CreateSecret(Box::new(secret)));
+        if previously_published {
+            // It existed and was deleted: a repair. Clients still holding the old secret keep
+            // working for the grace period.
+            out.events.push(EventNote {
+                warning: true,
+                reason: "SecretRepaired".into(),
+                note: format!("{what} was deleted; generated a new secret into it. The previous secret works for the grace period"),
+            });
+            let end = now
+                .checked_add(SignedDuration::try_from(shape.grace).unwrap_or_default())
+                .unwrap_or(now);
+            out.retired = Some(end);
+            plan.wake_at(end);
+        } else {
+            out.events.push(EventNote {
+                warning: false,
+                reason: "SecretGenerated".into(),
+                note: format!("generated a client secret into {what}"),
+            });
+        }
+        out.value = Some(value);
+        return out;
+    };
+    if !shape.owner.is_ours(existing) {
+        out.conflict = true;
+        return out;
+    }
+    let current = secret_value(existing, CLIENT_SECRET_KEY).filter(|v| is_generated_form(v));
+    let ann = existing.metadata.annotations.as_ref();
+    let rotated_at = ann
+        .and_then(|a| a.get(ROTATED_AT))
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .or_else(|| existing.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or(now);
+    let fulfilled = ann
+        .and_then(|a| a.get(ROTATION_REQUEST))
+        .map(String::as_str);
+    let due_by_interval = shape.rotation_interval.and_then(|i| {
+        let due = rotated_at
+            .checked_add(SignedDuration::try_from(i).ok()?)
+            .ok()?;
+        if due > now {
+            plan.wake_at(due);
+            None
+        } else {
+            Some(())
+        }
+    });
+    let due_on_demand = request.is_some() && request != fulfilled;
+    let (value, reason) = match current {
+        None => (
+            secrets.new_secret(),
+            Some((
+                true,
+                "SecretRepaired",
+                format!(
+                    "{what} had no valid client_secret (deleted or edited); generated a new one. The previous secret works for the grace period"
+                ),
+            )),
+        ),
+        Some(_) if due_on_demand => (
+            secrets.new_secret(),
+            Some((
+                false,
+                "SecretRotated",
+                format!(
+                    "rotated the secret in {what} on request; the previous one works for the grace period"
+                ),
+            )),
+        ),
+        Some(_) if due_by_interval.is_some() => (
+            secrets.new_secret(),
+            Some((
+                false,
+                "SecretRotated",
+                format!(
+                    "rotated the secret in {what} on its interval; the previous one works for the grace period"
+                ),
+            )),
+        ),
+        Some(v) => (String::from_utf8(v).unwrap_or_default(), None),
+    };
+    match reason {
+        Some((warning, reason, note)) => {
+            let secret = build_secret(
+                shape,
+                settings,
+                &value,
+                Some(existing),
+                ts(now),
+                request.or(fulfilled),
+            );
+            // Status first: the new verifier and the old one's grace period are published
+            // before clients can read the new secret, and a failed Secret write loses nothing.
+            out.writes_after_status
+                .push(Write::ApplySecret(Box::new(secret)));
+            out.events.push(EventNote {
+                warning,
+                reason: reason.into(),
+                note,
+            });
+            let end = now
+                .checked_add(SignedDuration::try_from(shape.grace).unwrap_or_default())
+                .unwrap_or(now);
+            out.retired = Some(end);
+            plan.wake_at(end);
+        }
+        None => {
+            // Same value: only the shape may need repair (keys, labels, owner).
+            let desired = build_secret(
+                shape,
+                settings,
+                &value,
+                Some(existing),
+                ann.and_then(|a| a.get(ROTATED_AT))
+                    .cloned()
+                    .unwrap_or_else(|| ts(rotated_at)),
+                fulfilled,
+            );
+            if !shape_matches(existing, &desired) {
+                out.writes_before_status
+                    .push(Write::ApplySecret(Box::new(desired)));
+                out.events.push(EventNote {
+                    warning: true,
+                    reason: "SecretRepaired".into(),
+                    note: format!("restored the keys, labels and owner of {what}; the secret itself is unchanged"),
+                });
+            }
+        }
+    }
+    out.value = Some(value);
+    out
+}
+
+/// True if `existing` already has everything `desired` sets (other managers' labels may stay).
+fn shape_matches(existing: &Secret, desired: &Secret) -> bool {
+    let subset = |want: &Option<BTreeMap<String, String>>,
+                  have: &Option<BTreeMap<String, String>>| {
+        want.iter()
+            .flatten()
+            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
+    };
+    let data_ok = desired
+        .data
+        .iter()
+        .flatten()
+        .all(|(k, v)| secret_value(existing, k).as_deref() == Some(v.0.as_slice()));
+    let owners = |s: &Secret| s.metadata.owner_references.clone().unwrap_or_default();
+    data_ok
+        && subset(&desired.metadata.labels, &existing.metadata.labels)
+        && subset(
+            &desired.metadata.annotations,
+            &existing.metadata.annotations,
+        )
+        && owners(existing) == owners(desired)
+}
+
+/// Desired verifiers: the current secret's, then earlier ones still in their grace period.
+fn verifiers(
+    key: &VerifierKey,
+    current: Option<&[u8]>,
+    published: &[PublishedVerifier],
+    retired_until: Option<Timestamp>,
+    now: Timestamp,
+    plan: &mut Plan,
+) -> Vec<PublishedVerifier> {
+    let Some(current) = current else {
+        return Vec::new();
+    };
+    let cur = key.verifier(current).to_published();
+    let mut out = vec![PublishedVerifier {
+        verifier: cur.clone(),
+        not_after: None,
+    }];
+    let mut seen = HashSet::from([cur]);
+    if let Some(until) = retired_until
+        && let Some(old) = published.iter().find(|p| p.not_after.is_none())
+        && seen.insert(old.verifier.clone())
+    {
+        out.push(PublishedVerifier {
+            verifier: old.verifier.clone(),
+            not_after: Some(ts(until)),
+        });
+    }
+    for p in published {
+        let Some(end) = p
+            .not_after
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+        else {
+            continue;
+        };
+        if end > now
+            && Verifier::from_published(&p.verifier).is_some()
+            && seen.insert(p.verifier.clone())
+        {
+            plan.wake_at(end);
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+fn secret_index(set: &ResourceSet) -> HashMap<(&str, &str), &Secret> {
+    set.secrets
+        .iter()
+        .map(|s| (ns_name(&s.metadata), &**s))
+        .collect()
+}
+
+struct Pending<'a> {
+    owner: ObjectRef,
+    uid: Option<String>,
+    meta: &'a ObjectMeta,
+    before: Vec<Write>,
+    after: Vec<Write>,
+    events: Vec<EventNote>,
+    extra: Vec<Problem>,
+}
+
+/// Decides a pass. See the module documentation.
+pub fn plan(
+    world: &World,
+    key: &VerifierKey,
+    settings: &Settings,
+    now: Timestamp,
+    secrets: &mut dyn SecretSource,
+) -> Plan {
+    let now = whole_seconds(now);
+    let set = &world.set;
+    let mut plan = Plan::default();
+    let index = secret_index(set);
+    let mut conflicted: HashSet<(String, String)> = HashSet::new();
+    let mut pending: Vec<Pending<'_>> = Vec::new();
+
+    // Credentials: client_id, generated secret, verifiers → the status the model reads.
+    let mut credentials = Vec::with_capacity(set.credentials.len());
+    for c in &set.credentials {
+        let (ns, name) = ns_name(&c.metadata);
+        let owner = ObjectRef::new(Kind::Credential, ns, name);
+        let mut p = Pending {
+            owner,
+            uid: c.metadata.uid.clone(),
+            meta: &c.metadata,
+            before: vec![],
+            after: vec![],
+            events: vec![],
+            extra: vec![],
+        };
+        let old = c.status.clone().unwrap_or_default();
+        let client_id = c
+            .spec
+            .client_id
+            .clone()
+            .or_else(|| old.client_id.clone())
+            .or_else(|| generated_client_id(&c.metadata));
+        let mut status = CredentialStatus {
+            client_id: client_id.clone(),
+            not_before: old.not_before.clone(),
+            ..Default::default()
+        };
+        if let Some(t) = c
+            .spec
+            .expires_at
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .filter(|t| *t > now)
+        {
+            plan.wake_at(t);
+        }
+        match &c.spec.secret_ref {
+            Some(r) => {
+                status.secret_name = Some(r.name.clone());
+                let v = index
+                    .get(&(ns, r.name.as_str()))
+                    .and_then(|s| secret_value(s, r.key_or_default()))
+                    .filter(|v| !v.is_empty());
+                status.secret_verifiers = verifiers(key, v.as_deref(), &[], None, now, &mut plan);
+            }
+            None => {
+                let sname = tessera_crds::model::credential_secret_name(name);
+                status.secret_name = Some(sname.clone());
+                let rotation = c.spec.rotation.as_ref();
+                let shape = SecretShape {
+                    owner: Owner {
+                        kind: Kind::Credential,
+                        meta: &c.metadata,
+                        label: CREDENTIAL_LABEL,
+                    },
+                    name: sname.clone(),
+                    client_id: client_id.clone().unwrap_or_default(),
+                    orphan: c.spec.deletion_policy == DeletionPolicy::Orphan,
+                    labels: c
+                        .spec
+                        .secret_template
+                        .as_ref()
+                        .map(|t| t.labels.clone())
+                        .unwrap_or_default(),
+                    annotations: c
+                        .spec
+                        .secret_template
+                        .as_ref()
+                        .map(|t| t.annotations.clone())
+                        .unwrap_or_default(),
+                    rotation_interval: rotation
+                        .and_then(|r| r.interval.as_deref())
+                        .and_then(|i| parse_duration(i).ok())
+                        .filter(|d| !d.is_zero()),
+                    grace: rotation
+                        .and_then(|r| r.grace_period.as_deref())
+                        .and_then(|g| parse_duration(g).ok())
+                        .unwrap_or(DEFAULT_GRACE_PERIOD),
+                };
+                let out = if client_id.is_some() {
+                    plan_secret(
+                        &shape,
+                        index.get(&(ns, sname.as_str())).copied(),
+                        !old.secret_verifiers.is_empty(),
+                        settings,
+                        now,
+                        secrets,
+                        &mut plan,
+                    )
+                } else {
+                    // No uid yet (never from the API server): nothing to generate for.
+                    SecretOutcome {
+                        value: None,
+                        writes_before_status: vec![],
+                        writes_after_status: vec![],
+                        events: vec![],
+                        retired: None,
+                        conflict: false,
+                    }
+                };
+                if out.conflict {
+                    conflicted.insert((ns.to_owned(), sname.clone()));
+                    p.extra.push(Problem { reason: Reason::SecretConflict, field: "metadata.name".into(), message: format!("Secret {sname} exists and was not generated by Tessera; it is left alone. Delete or rename it, or reference it with spec.secretRef") });
+                }
+                status.secret_verifiers = verifiers(
+                    key,
+                    out.value.as_deref().map(str::as_bytes),
+                    &old.secret_verifiers,
+                    out.retired,
+                    now,
+                    &mut plan,
+                );
+                p.before = out.writes_before_status;
+                p.after = out.writes_after_status;
+                p.events = out.events;
+            }
+        }
+        let mut desired = (**c).clone();
+        desired.status = Some(status);
+        credentials.push(Arc::new(desired));
+        pending.push(p);
+    }
+
+    // ApiProxies: the proxy key of a policy-managed proxy, like a Credential's secret.
+    let policy_managed: HashSet<(&str, &str)> = set
+        .auth_policies
+        .iter()
+        .filter(|p| p.spec.management == Management::Policy)
+        .map(|p| ns_name(&p.metadata))
+        .collect();
+    let mut proxies = Vec::with_capacity(set.api_proxies.len());
+    for a in &set.api_proxies {
+        let (ns, name) = ns_name(&a.metadata);
+        let owner = ObjectRef::new(Kind::ApiProxy, ns, name);
+        let mut p = Pending {
+            owner,
+            uid: a.metadata.uid.clone(),
+            meta: &a.metadata,
+            before: vec![],
+            after: vec![],
+            events: vec![],
+            extra: vec![],
+        };
+        let old = a.status.clone().unwrap_or_default();
+        let mut status = ApiProxyStatus {
+            audience: Some(a.audience().to_owned()),
+            ..Default::default()
+        };
+        let managed = a
+            .spec
+            .auth_policy_ref
+            .as_ref()
+            .is_some_and(|r| policy_managed.contains(&(ns, r.name.as_str())));
+        if managed {
+            let pk = a.spec.proxy_key.as_ref();
+            let client_id = pk
+                .and_then(|k| k.client_id.clone())
+                .or_else(|| old.client_id.clone())
+                .or_else(|| generated_client_id(&a.metadata));
+            status.client_id = client_id.clone();
+            match pk.and_then(|k| k.secret_ref.as_ref()) {
+                Some(r) => {
+                    status.secret_name = Some(r.name.clone());
+                    let v = index
+                        .get(&(ns, r.name.as_str()))
+                        .and_then(|s| secret_value(s, r.key_or_default()))
+                        .filter(|v| !v.is_empty());
+                    status.secret_verifiers =
+                        verifiers(key, v.as_deref(), &[], None, now, &mut plan);
+                }
+                None if client_id.is_some() => {
+                    let sname = tessera_crds::model::proxy_key_secret_name(name);
+                    status.secret_name = Some(sname.clone());
+                    let shape = SecretShape {
+                        owner: Owner {
+                            kind: Kind::ApiProxy,
+                            meta: &a.metadata,
+                            label: API_PROXY_LABEL,
+                        },
+                        name: sname.clone(),
+                        client_id: client_id.clone().unwrap_or_default(),
+                        orphan: false,
+                        labels: BTreeMap::new(),
+                        annotations: BTreeMap::new(),
+                        rotation_interval: None,
+                        grace: DEFAULT_GRACE_PERIOD,
+                    };
+                    let out = plan_secret(
+                        &shape,
+                        index.get(&(ns, sname.as_str())).copied(),
+                        !old.secret_verifiers.is_empty(),
+                        settings,
+                        now,
+                        secrets,
+                        &mut plan,
+                    );
+                    if out.conflict {
+                        conflicted.insert((ns.to_owned(), sname.clone()));
+                        p.extra.push(Problem { reason: Reason::SecretConflict, field: "metadata.name".into(), message: format!("Secret {sname} exists and was not generated by Tessera; it is left alone. Delete or rename it, or reference it with spec.proxyKey.secretRef") });
+                    }
+                    status.secret_verifiers = verifiers(
+                        key,
+                        out.value.as_deref().map(str::as_bytes),
+                        &old.secret_verifiers,
+                        out.retired,
+                        now,
+                        &mut plan,
+                    );
+                    p.before = out.writes_before_status;
+                    p.after = out.writes_after_status;
+                    p.events = out.events;
+                }
+                None => {}
+            }
+        }
+        let mut desired = (**a).clone();
+        desired.status = Some(status);
+        proxies.push(Arc::new(desired));
+        pending.push(p);
+    }
+
+    // The model, as the token servers will see it once these statuses are written. A foreign
+    // Secret squatting a generated name is withheld, so it can never authenticate anyone.
+    let model_set = ResourceSet {
+        api_proxies: proxies,
+        auth_policies: set.auth_policies.clone(),
+        credentials,
+        roles: set.roles.clone(),
+        secrets: set
+            .secrets
+            .iter()
+            .filter(|s| {
+                let (ns, name) = ns_name(&s.metadata);
+                !conflicted.contains(&(ns.to_owned(), name.to_owned()))
+            })
+            .cloned()
+            .collect(),
+        config_maps: set.config_maps.clone(),
+    };
+    let snapshot = resolve(&model_set, key, now);
+    let report = snapshot.report();
+    let stamp = Time(now);
+
+    let finish = |p: Pending<'_>,
+                  old_conditions: &[Condition],
+                  generation: Option<i64>,
+                  status: Option<(Value, Value)>,
+                  plan: &mut Plan| {
+        let mut problems = p.extra;
+        problems.extend_from_slice(report.problems(&p.owner));
+        let mut conds = old_conditions.to_vec();
+        let ready = conditions::ready(&problems, generation, stamp.clone());
+        let before = old_conditions
+            .iter()
+            .find(|c| c.type_ == ready.type_)
+            .map(|c| (c.status.clone(), c.reason.clone()));
+        conditions::merge(&mut conds, ready.clone());
+        let mut events = p.events;
+        if before != Some((ready.status.clone(), ready.reason.clone())) {
+            events.push(EventNote {
+                warning: ready.status != "True",
+                reason: if ready.status == "True" {
+                    "Ready".into()
+                } else {
+                    ready.reason.clone()
+                },
+                note: ready.message.clone(),
+            });
+        }
+        let mut writes = p.before;
+        if let Some((mut desired, current)) = status {
+            desired["conditions"] = serde_json::to_value(&conds).unwrap_or_default();
+            let desired = strip_empty(desired);
+            if desired != strip_empty(current) {
+                writes.push(Write::Status {
+                    object: p.owner.clone(),
+                    status: desired,
+                });
+            }
+        }
+        writes.extend(p.after);
+        *plan.seen.entry(p.owner.kind.as_str()).or_default() += 1;
+        if !writes.is_empty() {
+            plan.objects.push(ObjectPlan {
+                object: p.owner,
+                uid: p.uid,
+                writes,
+                events,
+            });
+        }
+    };
+
+    let model_creds: HashMap<(&str, &str), &Arc<Credential>> = model_set
+        .credentials
+        .iter()
+        .map(|c| (ns_name(&c.metadata), c))
+        .collect();
+    let model_proxies: HashMap<(&str, &str), &Arc<ApiProxy>> = model_set
+        .api_proxies
+        .iter()
+        .map(|c| (ns_name(&c.metadata), c))
+        .collect();
+    let orig_creds: HashMap<(&str, &str), &Arc<Credential>> = set
+        .credentials
+        .iter()
+        .map(|c| (ns_name(&c.metadata), c))
+        .collect();
+    let orig_proxies: HashMap<(&str, &str), &Arc<ApiProxy>> = set
+        .api_proxies
+        .iter()
+        .map(|c| (ns_name(&c.metadata), c))
+        .collect();
+    for p in pending {
+        let k = ns_name(p.meta);
+        let generation = p.meta.generation;
+        match p.owner.kind {
+            Kind::Credential => {
+                let (Some(c), Some(orig)) = (model_creds.get(&k), orig_creds.get(&k)) else {
+                    continue;
+                };
+                let mut desired = c.status.clone().unwrap_or_default();
+                desired.observed_generation = generation;
+                let current = orig.status.clone().unwrap_or_default();
+                let old_conditions = current.conditions.clone();
+                finish(
+                    p,
+                    &old_conditions,
+                    generation,
+                    Some((to_json(&desired), to_json(&current))),
+                    &mut plan,
+                );
+            }
+            Kind::ApiProxy => {
+                let (Some(a), Some(orig)) = (model_proxies.get(&k), orig_proxies.get(&k)) else {
+                    continue;
+                };
+                let mut desired = a.status.clone().unwrap_or_default();
+                desired.observed_generation = generation;
+                let current = orig.status.clone().unwrap_or_default();
+                let old_conditions = current.conditions.clone();
+                finish(
+                    p,
+                    &old_conditions,
+                    generation,
+                    Some((to_json(&desired), to_json(&current))),
+                    &mut plan,
+                );
+            }
+            _ => {}
+        }
+    }
+    for o in &set.auth_policies {
+        let (ns, name) = ns_name(&o.metadata);
+        let p = Pending {
+            owner: ObjectRef::new(Kind::AuthPolicy, ns, name),
+            uid: o.metadata.uid.clone(),
+            meta: &o.metadata,
+            before: vec![],
+            after: vec![],
+            events: vec![],
+            extra: vec![],
+        };
+        let current = o.status.clone().unwrap_or_default();
+        let desired = AuthPolicyStatus {
+            observed_generation: o.metadata.generation,
+            ..Default::default()
+        };
+        finish(
+            p,
+            &current.conditions.clone(),
+            o.metadata.generation,
+            Some((to_json(&desired), to_json(&current))),
+            &mut plan,
+        );
+    }
+    for o in &set.roles {
+        let (ns, name) = ns_name(&o.metadata);
+        let p = Pending {
+            owner: ObjectRef::new(Kind::Role, ns, name),
+            uid: o.metadata.uid.clone(),
+            meta: &o.metadata,
+            before: vec![],
+            after: vec![],
+            events: vec![],
+            extra: vec![],
+        };
+        let current = o.status.clone().unwrap_or_default();
+        let desired = RoleStatus {
+            observed_generation: o.metadata.generation,
+            scope: Some(o.scope().to_owned()),
+            ..Default::default()
+        };
+        finish(
+            p,
+            &current.conditions.clone(),
+            o.metadata.generation,
+            Some((to_json(&desired), to_json(&current))),
+            &mut plan,
+        );
+    }
+    plan
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+/// Removes null and empty-list fields, so a status read back (where the API server dropped
+/// them) compares equal to the one written.
+fn strip_empty(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null() && !matches!(v, Value::Array(a) if a.is_empty()))
+                .map(|(k, v)| (k, strip_empty(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(strip_empty).collect()),
+        v => v,
+    }
+}
+
+/// Reads a Secret's value (data or stringData) for tests and the key-set reader.
+pub fn read_secret_value(s: &Secret, key: &str) -> Option<Vec<u8>> {
+    secret_value(s, key)
+}
+
+/// Base64 as the API server encodes Secret data (for tests that build Secrets by hand).
+pub fn b64(v: &[u8]) -> String {
+    STANDARD.encode(v)
+}
+
+/// The uid-less name of an object, for logs.
+pub fn display(o: &impl kube::Resource) -> String {
+    format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any())
+}

@@ -1,0 +1,741 @@
+//! The I/O around the pure decisions: watch caches, the reconcile loop, writes and Events.
+//!
+//! One level-triggered loop: any watched change (debounced) or a clock deadline from the last
+//! plan starts a pass; the pass decides with [`crate::plan::plan`] and [`crate::keys::plan_keys`]
+//! and writes only the differences. Followers keep their caches warm and write nothing.
+
+use crate::keys::{KeyDecision, KeyPolicy, Stored, plan_keys, signer_ages};
+use crate::metrics::Metrics;
+use crate::plan::{self, ObjectPlan, Settings, World, Write};
+use crate::{FIELD_MANAGER, lease};
+use futures::StreamExt as _;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tessera_crds::model::{Kind, ResourceSet};
+use tessera_crds::secret::VerifierKey;
+use tessera_crds::{ApiProxy, AuthPolicy, Credential, Role};
+use tessera_token_server::token::keys::{KeySet, KeySetFile, SECRET_DATA_KEY};
+use tokio::sync::{Notify, watch};
+
+/// Operator settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Namespaces to watch; empty watches all.
+    pub namespaces: Vec<String>,
+    /// Namespace of the keys Secret (and the Lease).
+    pub keys_namespace: String,
+    /// Name of the keys Secret.
+    pub keys_secret: String,
+    /// Key rotation interval (`None`: never), pre-publication, clock skew.
+    pub key_rotation: Option<Duration>,
+    /// How long a new signing key is in the JWKS before it signs.
+    pub key_prepublish: Duration,
+    /// Allowed clock skew between token servers and validators.
+    pub skew: Duration,
+    /// What goes into generated Secrets.
+    pub settings: Settings,
+    /// Leader election; `None` acts as leader always (one replica only).
+    pub lease: Option<lease::LeaseConfig>,
+    /// Concurrent writes.
+    pub concurrency: usize,
+    /// Quiet time after a change before a pass starts (batches bursts of events).
+    pub debounce: Duration,
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// Every watch cache has listed once.
+    pub synced: bool,
+    /// This replica leads.
+    pub leader: bool,
+    /// Passes completed.
+    pub passes: u64,
+    /// When the last pass ended.
+    pub last_pass: Option<String>,
+    /// Writes in the last pass.
+    pub last_writes: usize,
+    /// The last error, if the last pass had one.
+    pub last_error: Option<String>,
+    /// The key set's state: `ok`, `absent` or why it is blocked.
+    pub keys: String,
+}
+
+struct Stores {
+    proxies: Vec<Store<ApiProxy>>,
+    policies: Vec<Store<AuthPolicy>>,
+    credentials: Vec<Store<Credential>>,
+    roles: Vec<Store<Role>>,
+    secrets: Vec<Store<Secret>>,
+    config_maps: Vec<Store<ConfigMap>>,
+    keys: Store<Secret>,
+}
+
+/// The running operator.
+pub struct Operator {
+    client: Client,
+    cfg: Config,
+    stores: Stores,
+    metrics: Arc<Metrics>,
+    health: Arc<Mutex<Health>>,
+    changed: Arc<Notify>,
+    recorder: Recorder,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn spawn_cache<K>(
+    api: Api<K>,
+    wc: watcher::Config,
+    changed: Arc<Notify>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Store<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, wc).default_backoff());
+    tasks.push(tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(_) => changed.notify_one(),
+                Err(e) => tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch error; retrying with backoff"),
+            }
+        }
+    }));
+    reader
+}
+
+fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|n| Api::namespaced(client.clone(), n))
+            .collect()
+    }
+}
+
+fn state<K: Resource + Clone>(stores: &[Store<K>]) -> Vec<Arc<K>>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let mut out = Vec::new();
+    for s in stores {
+        out.extend(s.state());
+    }
+    out
+}
+
+/// Outcome of one pass, for tests and benchmarks.
+#[derive(Debug, Default, Clone)]
+pub struct PassReport {
+    /// Objects that needed writes.
+    pub objects_written: usize,
+    /// Writes made.
+    pub writes: usize,
+    /// Writes that failed.
+    pub errors: usize,
+    /// The key set decision, in words.
+    pub keys: String,
+    /// When to look again by the clock.
+    pub next_wake: Option<Timestamp>,
+}
+
+impl Operator {
+    /// Starts the watch caches.
+    pub fn start(client: Client, cfg: Config, metrics: Arc<Metrics>) -> Self {
+        let changed = Arc::new(Notify::new());
+        let mut tasks = Vec::new();
+        let ns = cfg.namespaces.clone();
+        let wc = || watcher::Config::default();
+        macro_rules! caches {
+            ($t:ty) => {
+                apis::<$t>(&client, &ns)
+                    .into_iter()
+                    .map(|a| spawn_cache(a, wc(), changed.clone(), &mut tasks))
+                    .collect()
+            };
+        }
+        let stores = Stores {
+            proxies: caches!(ApiProxy),
+            policies: caches!(AuthPolicy),
+            credentials: caches!(Credential),
+            roles: caches!(Role),
+            secrets: caches!(Secret),
+            config_maps: caches!(ConfigMap),
+            keys: spawn_cache(
+                Api::<Secret>::namespaced(client.clone(), &cfg.keys_namespace),
+                watcher::Config::default().fields(&format!("metadata.name={}", cfg.keys_secret)),
+                changed.clone(),
+                &mut tasks,
+            ),
+        };
+        let identity = cfg
+            .lease
+            .as_ref()
+            .map(|l| l.identity.clone())
+            .unwrap_or_else(|| "tessera-operator".into());
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(identity),
+            },
+        );
+        Self {
+            client,
+            cfg,
+            stores,
+            metrics,
+            health: Arc::default(),
+            changed,
+            recorder,
+            tasks,
+        }
+    }
+
+    /// The health shared with the admin server.
+    pub fn health(&self) -> Arc<Mutex<Health>> {
+        self.health.clone()
+    }
+
+    /// Waits until every cache has listed once.
+    pub async fn wait_synced(&self) {
+        let s = &self.stores;
+        for st in &s.proxies {
+            let _ = st.wait_until_ready().await;
+        }
+        for st in &s.policies {
+            let _ = st.wait_until_ready().await;
+        }
+        for st in &s.credentials {
+            let _ = st.wait_until_ready().await;
+        }
+        for st in &s.roles {
+            let _ = st.wait_until_ready().await;
+        }
+        for st in &s.secrets {
+            let _ = st.wait_until_ready().await;
+        }
+        for st in &s.config_maps {
+            let _ = st.wait_until_ready().await;
+        }
+        let _ = s.keys.wait_until_ready().await;
+        self.set_health(|h| h.synced = true);
+    }
+
+    fn set_health(&self, f: impl FnOnce(&mut Health)) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut h);
+    }
+
+    /// What the caches hold now.
+    pub fn world(&self) -> World {
+        let s = &self.stores;
+        World {
+            set: ResourceSet {
+                api_proxies: state(&s.proxies),
+                auth_policies: state(&s.policies),
+                credentials: state(&s.credentials),
+                roles: state(&s.roles),
+                secrets: state(&s.secrets),
+                config_maps: state(&s.config_maps),
+            },
+        }
+    }
+
+    fn key_policy(&self, world: &World) -> KeyPolicy {
+        // The longest lifetime of anything a key vouches for, from the policies in force.
+        let mut access = tessera_crds::validate::DEFAULT_ACCESS_TTL;
+        let mut sealed = tessera_crds::validate::DEFAULT_ACCESS_TTL;
+        for p in &world.set.auth_policies {
+            let ttl = |s: Option<&str>, d| {
+                s.and_then(|s| tessera_crds::duration::parse_duration(s).ok())
+                    .unwrap_or(d)
+            };
+            if !p.spec.access_token.immortal {
+                let a = ttl(
+                    p.spec.access_token.ttl.as_deref(),
+                    tessera_crds::validate::DEFAULT_ACCESS_TTL,
+                );
+                access = access.max(a);
+                sealed = sealed.max(a);
+            }
+            if p.spec.refresh.enabled {
+                sealed = sealed.max(ttl(
+                    p.spec.refresh.ttl.as_deref(),
+                    tessera_crds::validate::DEFAULT_REFRESH_TTL,
+                ));
+            }
+        }
+        KeyPolicy {
+            rotation_interval: self.cfg.key_rotation,
+            prepublish: self.cfg.key_prepublish,
+            retire_delay: access + self.cfg.skew,
+            sealed_lifetime: sealed + self.cfg.skew,
+        }
+    }
+
+    /// Keys: decide and write. Returns the verifier key in force, or why there is none.
+    async fn keys_pass(
+        &self,
+        world: &World,
+        now: Timestamp,
+        report: &mut PassReport,
+    ) -> Result<VerifierKey, String> {
+        let stored_secret = self
+            .stores
+            .keys
+            .state()
+            .into_iter()
+            .find(|s| s.metadata.name.as_deref() == Some(self.cfg.keys_secret.as_str()));
+        let value = stored_secret
+            .as_ref()
+            .map(|s| plan::read_secret_value(s, SECRET_DATA_KEY));
+        let stored = match &value {
+            None => Stored::Absent,
+            Some(v) => Stored::Present(v.as_deref()),
+        };
+        let policy = self.key_policy(world);
+        let kp = plan_keys(stored, now, &policy, &mut |t| KeySet::generate_file(t).ok());
+        report.next_wake = kp.next_wake;
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.cfg.keys_namespace);
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match &kp.decision {
+            KeyDecision::Blocked(why) => {
+                self.metrics.error("keys_blocked");
+                self.metrics.reconciled("KeySet", "error", 1);
+                tracing::error!(secret = %format!("{}/{}", self.cfg.keys_namespace, self.cfg.keys_secret), reason = %why, "key set unusable; not rotating and not reconciling until it is fixed");
+                if let Some(s) = &stored_secret {
+                    self.event(&s.metadata, "Secret", "v1", true, "KeySetInvalid", why)
+                        .await;
+                }
+                return Err(why.clone());
+            }
+            KeyDecision::Keep => {
+                self.metrics.reconciled("KeySet", "unchanged", 1);
+                report.keys = "unchanged".into();
+            }
+            KeyDecision::Create(file) => {
+                let secret = keys_secret(&self.cfg, file, None).map_err(|e| e.to_string())?;
+                report.writes += 1;
+                self.metrics.writes.inc();
+                match api.create(&pp, &secret).await {
+                    Ok(_) => {
+                        tracing::info!(secret = %self.cfg.keys_secret, "generated the key set");
+                        self.metrics.reconciled("KeySet", "written", 1);
+                        report.keys = "created".into();
+                    }
+                    Err(e) => {
+                        self.metrics.reconciled("KeySet", "error", 1);
+                        report.errors += 1;
+                        return Err(format!("creating the keys Secret failed: {e}"));
+                    }
+                }
+            }
+            KeyDecision::Update(file, changes) => {
+                let rv = stored_secret
+                    .as_ref()
+                    .and_then(|s| s.metadata.resource_version.clone());
+                let secret = keys_secret(&self.cfg, file, rv).map_err(|e| e.to_string())?;
+                report.writes += 1;
+                self.metrics.writes.inc();
+                // Replace guarded by resourceVersion: of two writers, the second gets a
+                // conflict and re-plans from what the first wrote, so no two keys are minted.
+                match api.replace(&self.cfg.keys_secret, &pp, &secret).await {
+                    Ok(_) => {
+                        tracing::info!(changes = ?changes, "rotated the key set");
+                        self.metrics.reconciled("KeySet", "written", 1);
+                        report.keys = changes.join("; ");
+                    }
+                    Err(e) => {
+                        self.metrics.reconciled("KeySet", "error", 1);
+                        report.errors += 1;
+                        return Err(format!("updating the keys Secret failed: {e}"));
+                    }
+                }
+            }
+        }
+        let file = kp.effective.ok_or("no key set")?;
+        for (alg, age) in signer_ages(&file, now) {
+            self.metrics
+                .key_age
+                .get_or_create(&crate::metrics::AlgLabels {
+                    alg: alg.as_str().into(),
+                })
+                .set(age);
+        }
+        KeySet::from_file(&file)
+            .map(|k| k.verifier_key().clone())
+            .map_err(|e| e.to_string())
+    }
+
+    /// One pass: keys, then every object.
+    pub async fn pass(&self) -> PassReport {
+        let started = std::time::Instant::now();
+        let now = Timestamp::now();
+        let world = self.world();
+        let mut report = PassReport::default();
+        let key = match self.keys_pass(&world, now, &mut report).await {
+            Ok(k) => {
+                self.set_health(|h| h.keys = "ok".into());
+                k
+            }
+            Err(why) => {
+                self.set_health(|h| {
+                    h.keys = why.clone();
+                    h.last_error = Some(why.clone());
+                });
+                report.keys = why;
+                return report;
+            }
+        };
+        let plan = plan::plan(
+            &world,
+            &key,
+            &self.cfg.settings,
+            now,
+            &mut plan::RandomSecrets,
+        );
+        report.next_wake = match (report.next_wake, plan.next_wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut written_by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for o in &plan.objects {
+            *written_by_kind.entry(o.object.kind.as_str()).or_default() += 1;
+        }
+        let results: Vec<(ObjectPlan, Result<Vec<Expect>, String>)> =
+            futures::stream::iter(plan.objects)
+                .map(|o| async move {
+                    let r = self.execute(&o).await;
+                    (o, r)
+                })
+                .buffer_unordered(self.cfg.concurrency.max(1))
+                .collect()
+                .await;
+        let mut expects = Vec::new();
+        let mut errors_by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut last_error = None;
+        for (o, r) in results {
+            report.objects_written += 1;
+            match r {
+                Ok(e) => {
+                    report.writes += e.len();
+                    expects.extend(e);
+                }
+                Err(msg) => {
+                    report.errors += 1;
+                    *errors_by_kind.entry(o.object.kind.as_str()).or_default() += 1;
+                    last_error = Some(format!("{}: {msg}", o.object));
+                }
+            }
+        }
+        for (kind, seen) in &plan.seen {
+            let written = written_by_kind.get(kind).copied().unwrap_or(0);
+            let errors = errors_by_kind.get(kind).copied().unwrap_or(0);
+            self.metrics
+                .reconciled(kind, "unchanged", (*seen as u64).saturating_sub(written));
+            self.metrics
+                .reconciled(kind, "written", written.saturating_sub(errors));
+            self.metrics.reconciled(kind, "error", errors);
+        }
+        self.await_caches(&expects).await;
+        self.metrics
+            .pass_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let writes = report.writes;
+        self.set_health(|h| {
+            h.passes += 1;
+            h.last_pass = Some(Timestamp::now().to_string());
+            h.last_writes = writes;
+            h.last_error = last_error;
+        });
+        report
+    }
+
+    /// Waits (briefly) until the caches show what this pass wrote, so the next pass does not
+    /// decide from a stale view and write the same thing twice.
+    async fn await_caches(&self, expects: &[Expect]) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let missing = expects.iter().any(|e| !self.cache_has(e));
+            if !missing || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn cache_has(&self, e: &Expect) -> bool {
+        fn find<K: Resource + Clone>(stores: &[Store<K>], ns: &str, name: &str, rv: &str) -> bool
+        where
+            K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+        {
+            let r = reflector::ObjectRef::<K>::new(name).within(ns);
+            stores.iter().any(|s| {
+                s.get(&r)
+                    .is_some_and(|o| o.meta().resource_version.as_deref() == Some(rv))
+            })
+        }
+        let s = &self.stores;
+        match e.kind {
+            None => find(&s.secrets, &e.namespace, &e.name, &e.rv),
+            Some(Kind::Credential) => find(&s.credentials, &e.namespace, &e.name, &e.rv),
+            Some(Kind::ApiProxy) => find(&s.proxies, &e.namespace, &e.name, &e.rv),
+            Some(Kind::AuthPolicy) => find(&s.policies, &e.namespace, &e.name, &e.rv),
+            Some(Kind::Role) => find(&s.roles, &e.namespace, &e.name, &e.rv),
+        }
+    }
+
+    async fn execute(&self, o: &ObjectPlan) -> Result<Vec<Expect>, String> {
+        let mut expects = Vec::new();
+        for w in &o.writes {
+            self.metrics.writes.inc();
+            let r = self.write(w).await;
+            match r {
+                Ok(e) => expects.push(e),
+                Err(e) => {
+                    let conflict = matches!(&e, kube::Error::Api(s) if s.code == 409);
+                    self.metrics
+                        .error(if conflict { "conflict" } else { "api" });
+                    if conflict {
+                        tracing::debug!(object = %o.object, write = w.verb(), "conflict; the next pass re-plans");
+                    } else {
+                        tracing::warn!(object = %o.object, write = w.verb(), error = %e, "write failed; the next pass retries");
+                    }
+                    return Err(format!("{} failed: {e}", w.verb()));
+                }
+            }
+        }
+        for ev in &o.events {
+            let meta = ObjectMeta {
+                name: Some(o.object.name.to_string()),
+                namespace: Some(o.object.namespace.to_string()),
+                uid: o.uid.clone(),
+                ..Default::default()
+            };
+            self.event(
+                &meta,
+                o.object.kind.as_str(),
+                plan::API_VERSION,
+                ev.warning,
+                &ev.reason,
+                &ev.note,
+            )
+            .await;
+        }
+        Ok(expects)
+    }
+
+    async fn event(
+        &self,
+        meta: &ObjectMeta,
+        kind: &str,
+        api_version: &str,
+        warning: bool,
+        reason: &str,
+        note: &str,
+    ) {
+        let reference = ObjectReference {
+            api_version: Some(api_version.into()),
+            kind: Some(kind.into()),
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
+            ..Default::default()
+        };
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note.chars().take(1024).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        self.metrics.writes.inc();
+        if let Err(e) = self.recorder.publish(&ev, &reference).await {
+            self.metrics.error("event");
+            tracing::debug!(error = %e, "publishing an Event failed");
+        }
+    }
+
+    async fn write(&self, w: &Write) -> Result<Expect, kube::Error> {
+        let apply = PatchParams::apply(FIELD_MANAGER).force();
+        match w {
+            Write::CreateSecret(s) => {
+                let ns = s.metadata.namespace.clone().unwrap_or_default();
+                let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+                let pp = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                };
+                let out = api.create(&pp, s).await?;
+                tracing::info!(secret = %format!("{ns}/{}", out.metadata.name.as_deref().unwrap_or_default()), "generated Secret created");
+                Ok(Expect::of(None, &out.metadata))
+            }
+            Write::ApplySecret(s) => {
+                let ns = s.metadata.namespace.clone().unwrap_or_default();
+                let name = s.metadata.name.clone().unwrap_or_default();
+                let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+                let out = api.patch(&name, &apply, &Patch::Apply(&**s)).await?;
+                tracing::info!(secret = %format!("{ns}/{name}"), "generated Secret updated");
+                Ok(Expect::of(None, &out.metadata))
+            }
+            Write::Status { object, status } => {
+                let body = json!({"apiVersion": plan::API_VERSION, "kind": object.kind.as_str(), "status": status});
+                let ns = &*object.namespace;
+                let name = &*object.name;
+                let meta = match object.kind {
+                    Kind::Credential => {
+                        Api::<Credential>::namespaced(self.client.clone(), ns)
+                            .patch_status(name, &apply, &Patch::Apply(&body))
+                            .await?
+                            .metadata
+                    }
+                    Kind::ApiProxy => {
+                        Api::<ApiProxy>::namespaced(self.client.clone(), ns)
+                            .patch_status(name, &apply, &Patch::Apply(&body))
+                            .await?
+                            .metadata
+                    }
+                    Kind::AuthPolicy => {
+                        Api::<AuthPolicy>::namespaced(self.client.clone(), ns)
+                            .patch_status(name, &apply, &Patch::Apply(&body))
+                            .await?
+                            .metadata
+                    }
+                    Kind::Role => {
+                        Api::<Role>::namespaced(self.client.clone(), ns)
+                            .patch_status(name, &apply, &Patch::Apply(&body))
+                            .await?
+                            .metadata
+                    }
+                };
+                tracing::debug!(object = %object, "status written");
+                Ok(Expect::of(Some(object.kind), &meta))
+            }
+        }
+    }
+
+    /// Runs until `shutdown`: a pass after every (debounced) change, at clock deadlines, and at
+    /// least every five minutes; only while `leader` says so.
+    pub async fn run(self, mut leader: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
+        tokio::select! {
+            _ = self.wait_synced() => {}
+            _ = shutdown.changed() => return,
+        }
+        tracing::info!("watch caches synced");
+        let mut next_wake: Option<Timestamp> = None;
+        loop {
+            let is_leader = *leader.borrow_and_update();
+            self.metrics.leader.set(i64::from(is_leader));
+            self.set_health(|h| h.leader = is_leader);
+            if is_leader {
+                let r = self.pass().await;
+                next_wake = r.next_wake;
+                if r.writes > 0 || r.errors > 0 {
+                    tracing::info!(objects = r.objects_written, writes = r.writes, errors = r.errors, keys = %r.keys, "reconcile pass");
+                }
+                if r.errors > 0 {
+                    // Back off a little instead of spinning on a failing write.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    self.changed.notify_one();
+                }
+            }
+            let sleep = next_wake
+                .map(|t| {
+                    let d = t.duration_since(Timestamp::now());
+                    Duration::from_millis(d.as_millis().clamp(0, 300_000) as u64)
+                })
+                .unwrap_or(Duration::from_secs(300));
+            tokio::select! {
+                _ = self.changed.notified() => {
+                    // Batch a burst of watch events into one pass.
+                    tokio::time::sleep(self.cfg.debounce).await;
+                }
+                _ = tokio::time::sleep(sleep) => {}
+                _ = leader.changed() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// A write whose result the caches should show before the next pass.
+#[derive(Debug)]
+struct Expect {
+    kind: Option<Kind>,
+    namespace: String,
+    name: String,
+    rv: String,
+}
+
+impl Expect {
+    fn of(kind: Option<Kind>, meta: &ObjectMeta) -> Self {
+        Self {
+            kind,
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            rv: meta.resource_version.clone().unwrap_or_default(),
+        }
+    }
+}
+
+fn keys_secret(
+    cfg: &Config,
+    file: &KeySetFile,
+    resource_version: Option<String>,
+) -> Result<Secret, serde_json::Error> {
+    let json = serde_json::to_vec_pretty(file)?;
+    let mut data = BTreeMap::new();
+    data.insert(SECRET_DATA_KEY.to_owned(), k8s_openapi::ByteString(json));
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: Some(cfg.keys_secret.clone()),
+            namespace: Some(cfg.keys_namespace.clone()),
+            labels: Some(BTreeMap::from([(
+                plan::MANAGED_BY.0.into(),
+                plan::MANAGED_BY.1.into(),
+            )])),
+            resource_version,
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    })
+}
