@@ -284,3 +284,192 @@ pub fn signer_ages(file: &KeySetFile, now: Timestamp) -> Vec<(SigningAlgorithm, 
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: u64 = 3600;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).expect("ts")
+    }
+
+    fn policy() -> KeyPolicy {
+        KeyPolicy {
+            rotation_interval: Some(Duration::from_secs(24 * H)),
+            prepublish: Duration::from_secs(1800),
+            retire_delay: Duration::from_secs(H + 300),
+            sealed_lifetime: Duration::from_secs(8 * H + 300),
+        }
+    }
+
+    fn gen_fn() -> impl FnMut(Timestamp) -> Option<KeySetFile> {
+        |now| KeySet::generate_file(now).ok()
+    }
+
+    /// Applies a decision as the operator would (the stored bytes become the new set).
+    fn step(stored: &mut Option<Vec<u8>>, now: Timestamp, p: &KeyPolicy) -> KeyPlan {
+        let plan = plan_keys(
+            match stored {
+                None => Stored::Absent,
+                Some(b) => Stored::Present(Some(b)),
+            },
+            now,
+            p,
+            &mut gen_fn(),
+        );
+        match &plan.decision {
+            KeyDecision::Create(f) | KeyDecision::Update(f, _) => {
+                *stored = Some(serde_json::to_vec(f).expect("json"));
+            }
+            _ => {}
+        }
+        plan
+    }
+
+    fn set(stored: &Option<Vec<u8>>) -> KeySet {
+        KeySet::from_json(stored.as_deref().expect("stored")).expect("valid set")
+    }
+
+    #[test]
+    fn full_rotation_timeline_publishes_before_signing_and_retires_after_expiry() {
+        let p = policy();
+        let mut stored = None;
+        let first = step(&mut stored, t(0), &p);
+        assert!(matches!(first.decision, KeyDecision::Create(_)));
+        let a = set(&stored)
+            .signer(SigningAlgorithm::ES256, t(0))
+            .expect("signer")
+            .kid
+            .clone();
+
+        // Nothing to do until the pre-publication point; the plan says when to look again.
+        let quiet = step(&mut stored, t(10), &p);
+        assert_eq!(quiet.decision, KeyDecision::Keep);
+        assert_eq!(quiet.next_wake, Some(t(24 * H as i64 - 1800)));
+
+        // At interval - prepublish: B is published, A still signs.
+        let pre = t(24 * H as i64 - 1800);
+        let add = step(&mut stored, pre, &p);
+        assert!(matches!(add.decision, KeyDecision::Update(..)), "{add:?}");
+        let ks = set(&stored);
+        assert_eq!(
+            ks.signer(SigningAlgorithm::ES256, pre).expect("s").kid,
+            a,
+            "A signs during pre-publication"
+        );
+        let jwks = ks.jwks(pre).to_string();
+        let b = ks
+            .signer(SigningAlgorithm::ES256, t(24 * H as i64))
+            .expect("b")
+            .kid
+            .clone();
+        assert_ne!(a, b);
+        assert!(
+            jwks.contains(&a) && jwks.contains(&b),
+            "both published before B signs"
+        );
+        // A validator that fetched the JWKS now can verify everything signed in the next 30 min.
+        assert!(step(&mut stored, t(24 * H as i64 - 60), &p).decision == KeyDecision::Keep);
+
+        // B signs from t0+I; A stays published for the longest token lifetime plus skew.
+        let switch = t(24 * H as i64);
+        let ks = set(&stored);
+        assert_eq!(
+            ks.signer(SigningAlgorithm::ES256, switch).expect("s").kid,
+            b
+        );
+        let retire = t(24 * H as i64 + H as i64 + 300);
+        assert!(
+            ks.published(&a, t(24 * H as i64 + H as i64)).is_some(),
+            "a token A signed just before the switch is still verifiable"
+        );
+        assert!(ks.published(&a, retire).is_none());
+        // After retirement the operator drops A from the stored set.
+        let cleanup = step(&mut stored, retire, &p);
+        assert!(
+            matches!(&cleanup.decision, KeyDecision::Update(_, c) if c.iter().any(|c| c.contains("removed"))),
+            "{cleanup:?}"
+        );
+        assert!(!set(&stored).jwks(retire).to_string().contains(&a));
+        // Exactly one key per algorithm was added per interval.
+        let file: KeySetFile = serde_json::from_slice(stored.as_deref().expect("s")).expect("f");
+        assert_eq!(
+            file.signing
+                .iter()
+                .filter(|k| k.alg == SigningAlgorithm::ES256)
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn encryption_keys_rotate_and_old_ones_open_tokens_for_the_sealed_lifetime() {
+        let p = policy();
+        let mut stored = None;
+        step(&mut stored, t(0), &p);
+        let old = set(&stored).sealing_key().kid.clone();
+        step(&mut stored, t(24 * H as i64), &p);
+        let ks = set(&stored);
+        assert_ne!(ks.sealing_key().kid, old, "the new key seals");
+        assert!(ks.opening_key(&old).is_some(), "the old one still opens");
+        step(&mut stored, t(24 * H as i64 + 8 * H as i64 + 300), &p);
+        assert!(
+            set(&stored).opening_key(&old).is_none(),
+            "dropped after the longest sealed lifetime"
+        );
+    }
+
+    #[test]
+    fn without_an_interval_keys_never_rotate() {
+        let p = KeyPolicy {
+            rotation_interval: None,
+            ..policy()
+        };
+        let mut stored = None;
+        step(&mut stored, t(0), &p);
+        assert_eq!(
+            step(&mut stored, t(400 * 24 * H as i64), &p).decision,
+            KeyDecision::Keep
+        );
+    }
+
+    #[test]
+    fn a_missing_algorithm_gets_a_key_at_once() {
+        let p = policy();
+        let mut f = KeySet::generate_file(t(0)).expect("gen");
+        f.signing.retain(|k| k.alg != SigningAlgorithm::EdDSA);
+        let bytes = serde_json::to_vec(&f).expect("json");
+        let plan = plan_keys(Stored::Present(Some(&bytes)), t(5), &p, &mut gen_fn());
+        let KeyDecision::Update(new, _) = plan.decision else {
+            panic!("update expected")
+        };
+        assert!(
+            new.signing
+                .iter()
+                .any(|k| k.alg == SigningAlgorithm::EdDSA && k.active_from == t(5))
+        );
+    }
+
+    #[test]
+    fn malformed_or_missing_key_sets_block_instead_of_being_replaced() {
+        let p = policy();
+        for bad in [
+            &b"not json"[..],
+            br#"{"version":1,"signing":[],"encryption":[],"verifierKey":"AA=="}"#,
+            br#"{"version":2}"#,
+        ] {
+            let plan = plan_keys(Stored::Present(Some(bad)), t(0), &p, &mut gen_fn());
+            assert!(matches!(plan.decision, KeyDecision::Blocked(_)), "{plan:?}");
+        }
+        let plan = plan_keys(Stored::Present(None), t(0), &p, &mut gen_fn());
+        let KeyDecision::Blocked(why) = plan.decision else {
+            panic!("blocked expected")
+        };
+        assert!(why.contains("keyset.json"), "{why}");
+        // Generation failing is reported, not papered over.
+        let plan = plan_keys(Stored::Absent, t(0), &p, &mut |_| None);
+        assert!(matches!(plan.decision, KeyDecision::Blocked(_)));
+    }
+}

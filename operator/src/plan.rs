@@ -1003,3 +1003,189 @@ pub fn b64(v: &[u8]) -> String {
 pub fn display(o: &impl kube::Resource) -> String {
     format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_crds::manifest::parse;
+
+    struct Scripted(u8);
+    impl SecretSource for Scripted {
+        fn new_secret(&mut self) -> String {
+            self.0 += 1;
+            char::from(b'a' + self.0)
+                .to_string()
+                .repeat(GENERATED_SECRET_LEN)
+        }
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).expect("ts")
+    }
+
+    fn world(extra: &str) -> World {
+        let yaml = format!(
+            "apiVersion: tessera.dev/v1alpha1\nkind: AuthPolicy\nmetadata: {{name: p}}\nspec: {{management: ACL, grantTypes: [client_credentials]}}\n---\napiVersion: tessera.dev/v1alpha1\nkind: Credential\nmetadata: {{name: c, uid: u-1, generation: 1}}\nspec: {{policyRef: {{name: p}}, rotation: {{interval: 24h, gracePeriod: 1h}}}}\n{extra}"
+        );
+        World {
+            set: parse(&yaml, "t")
+                .expect("parse")
+                .resources
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// Applies a plan's writes to the world, as the API server would.
+    fn apply(w: &mut World, p: &Plan) {
+        for o in &p.objects {
+            for write in &o.writes {
+                match write {
+                    Write::CreateSecret(s) | Write::ApplySecret(s) => {
+                        let mut s = (**s).clone();
+                        s.metadata.creation_timestamp = None;
+                        w.set.secrets.retain(|x| x.metadata.name != s.metadata.name);
+                        w.set.secrets.push(Arc::new(s));
+                    }
+                    Write::Status { object, status } if object.kind == Kind::AuthPolicy => {
+                        for c in w.set.auth_policies.iter_mut() {
+                            let mut n = (**c).clone();
+                            n.status =
+                                Some(serde_json::from_value(status.clone()).expect("status"));
+                            *c = Arc::new(n);
+                        }
+                    }
+                    Write::Status { object, status } => {
+                        for c in w
+                            .set
+                            .credentials
+                            .iter_mut()
+                            .filter(|c| c.metadata.name.as_deref() == Some(&*object.name))
+                        {
+                            let mut n = (**c).clone();
+                            n.status =
+                                Some(serde_json::from_value(status.clone()).expect("status"));
+                            *c = Arc::new(n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn key() -> VerifierKey {
+        VerifierKey::new(vec![7u8; 32])
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            token_endpoint: "http://t/oauth2/token".into(),
+        }
+    }
+
+    fn cred_status(w: &World) -> CredentialStatus {
+        w.set.credentials[0].status.clone().unwrap_or_default()
+    }
+
+    #[test]
+    fn interval_rotation_and_grace_follow_the_clock() {
+        let mut w = world("");
+        let mut rng = Scripted(0);
+        let p = plan(&w, &key(), &settings(), t(0), &mut rng);
+        assert!(matches!(
+            p.objects
+                .iter()
+                .find(|o| o.object.kind == Kind::Credential)
+                .map(|o| &o.writes[0]),
+            Some(Write::CreateSecret(_))
+        ));
+        apply(&mut w, &p);
+        let first = cred_status(&w).secret_verifiers;
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            first[0].verifier,
+            key().verifier("b".repeat(43).as_bytes()).to_published()
+        );
+        // The secret was stamped at t(0): rotation is due at t(24h) and the plan says so.
+        let p = plan(&w, &key(), &settings(), t(60), &mut rng);
+        assert!(p.objects.is_empty(), "{:?}", p.objects);
+        assert_eq!(p.next_wake, Some(t(24 * 3600)));
+        // Due: the new secret, and the old verifier with a one-hour grace period.
+        let p = plan(&w, &key(), &settings(), t(24 * 3600), &mut rng);
+        let writes: Vec<&str> = p
+            .objects
+            .iter()
+            .flat_map(|o| o.writes.iter().map(Write::verb))
+            .collect();
+        assert_eq!(
+            writes,
+            ["status", "apply_secret"],
+            "status (new + old verifier) before the Secret"
+        );
+        apply(&mut w, &p);
+        let vs = cred_status(&w).secret_verifiers;
+        assert_eq!(vs.len(), 2);
+        assert_eq!(vs[1].verifier, first[0].verifier);
+        assert_eq!(vs[1].not_after, Some(ts(t(25 * 3600))));
+        assert_eq!(p.next_wake, Some(t(25 * 3600)));
+        // During grace: stable. After grace: the old verifier goes.
+        assert!(
+            plan(&w, &key(), &settings(), t(24 * 3600 + 10), &mut rng)
+                .objects
+                .is_empty()
+        );
+        let p = plan(&w, &key(), &settings(), t(25 * 3600), &mut rng);
+        apply(&mut w, &p);
+        assert_eq!(cred_status(&w).secret_verifiers.len(), 1);
+    }
+
+    #[test]
+    fn an_expiring_credential_wakes_the_operator_and_is_reported_when_due() {
+        let w = world(
+            "---\napiVersion: tessera.dev/v1alpha1\nkind: Credential\nmetadata: {name: e, uid: u-2}\nspec: {policyRef: {name: p}, clientId: e, expiresAt: '2027-01-15T08:00:00Z'}\n",
+        );
+        let exp: Timestamp = "2027-01-15T08:00:00Z".parse().expect("ts");
+        let before = plan(
+            &w,
+            &key(),
+            &settings(),
+            exp - SignedDuration::from_secs(60),
+            &mut Scripted(0),
+        );
+        assert!(before.next_wake.is_some_and(|n| n <= exp));
+        let after = plan(&w, &key(), &settings(), exp, &mut Scripted(0));
+        let st = after
+            .objects
+            .iter()
+            .find(|o| &*o.object.name == "e")
+            .expect("e");
+        let Write::Status { status, .. } = st
+            .writes
+            .iter()
+            .find(|w| matches!(w, Write::Status { .. }))
+            .expect("status")
+        else {
+            unreachable!()
+        };
+        assert_eq!(status["conditions"][0]["reason"], "Expired");
+    }
+
+    #[test]
+    fn generated_client_ids_are_stable_per_uid_and_differ_across_uids() {
+        let m = |uid: &str| ObjectMeta {
+            name: Some("app".into()),
+            uid: Some(uid.into()),
+            ..Default::default()
+        };
+        assert_eq!(generated_client_id(&m("a")), generated_client_id(&m("a")));
+        assert_ne!(generated_client_id(&m("a")), generated_client_id(&m("b")));
+        assert_eq!(generated_client_id(&ObjectMeta::default()), None);
+    }
+
+    #[test]
+    fn only_our_generated_form_counts_as_a_valid_secret() {
+        assert!(is_generated_form("A".repeat(43).as_bytes()));
+        assert!(!is_generated_form(b"short"));
+        assert!(!is_generated_form("+".repeat(43).as_bytes()));
+    }
+}

@@ -749,3 +749,123 @@ async fn every_example_reconciles_to_ready() {
     let r = env.op.pass().await;
     assert_eq!(r.writes, 0, "steady state after the examples");
 }
+
+fn lease_cfg(identity: &str) -> tessera_operator::lease::LeaseConfig {
+    tessera_operator::lease::LeaseConfig {
+        namespace: "tessera-system".into(),
+        name: "tessera-operator".into(),
+        identity: identity.into(),
+        duration: Duration::from_secs(2),
+        retry_period: Duration::from_millis(200),
+    }
+}
+
+#[tokio::test]
+async fn leader_hand_over_never_has_two_leaders_and_a_standby_takes_over_within_the_lease() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let fake = FakeApiServer::start().await.expect("fake");
+    let client = fake.client().expect("client");
+    let api = || Api::namespaced(client.clone(), "tessera-system");
+    let (a_tx, a) = tokio::sync::watch::channel(false);
+    let (b_tx, b) = tokio::sync::watch::channel(false);
+    let (stop_a_tx, stop_a) = tokio::sync::watch::channel(false);
+    let (_stop_b_tx, stop_b) = tokio::sync::watch::channel(false);
+    let task_a = tokio::spawn(tessera_operator::lease::run(
+        api(),
+        lease_cfg("a"),
+        a_tx,
+        stop_a,
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _task_b = tokio::spawn(tessera_operator::lease::run(
+        api(),
+        lease_cfg("b"),
+        b_tx,
+        stop_b,
+    ));
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!(*a.borrow() && *b.borrow()), "two leaders");
+    }
+    assert!(*a.borrow() && !*b.borrow(), "a leads, b follows");
+
+    // a dies without releasing (killed): b takes over once the lease expires.
+    task_a.abort();
+    drop(stop_a_tx);
+    let died = std::time::Instant::now();
+    while !*b.borrow() {
+        assert!(died.elapsed() < Duration::from_secs(4), "b never took over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = died.elapsed();
+    assert!(
+        took <= Duration::from_millis(2600),
+        "took {took:?}, lease is 2s"
+    );
+    let lease = fake
+        .object(
+            "apis/coordination.k8s.io/v1/leases",
+            "tessera-system",
+            "tessera-operator",
+        )
+        .expect("lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "b");
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+
+    // A graceful shutdown releases at once: c takes over without waiting for expiry.
+    let (c_tx, c) = tokio::sync::watch::channel(false);
+    let (_stop_c_tx, stop_c) = tokio::sync::watch::channel(false);
+    let _task_c = tokio::spawn(tessera_operator::lease::run(
+        api(),
+        lease_cfg("c"),
+        c_tx,
+        stop_c,
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!*c.borrow());
+    _stop_b_tx.send(true).expect("stop b");
+    let released = std::time::Instant::now();
+    while !*c.borrow() {
+        assert!(
+            released.elapsed() < Duration::from_secs(2),
+            "c never took over after release"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!*b.borrow());
+}
+
+#[tokio::test]
+async fn a_follower_keeps_its_caches_warm_and_writes_nothing_until_it_leads() {
+    let env = env().await;
+    let (leader_tx, leader) = tokio::sync::watch::channel(false);
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let health = env.op.health();
+    let Env { fake, client, op } = env;
+    let run = tokio::spawn(op.run(leader, stop));
+    apply_yaml(&client, GENERATED).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        fake.object(SECRETS, NS, "app-client").is_none(),
+        "a follower wrote"
+    );
+    assert!(
+        fake.object(SECRETS, "tessera-system", "tessera-keys")
+            .is_none()
+    );
+    assert!(health.lock().expect("h").synced);
+    leader_tx.send(true).expect("lead");
+    let start = std::time::Instant::now();
+    while fake
+        .object(CREDS, NS, "app")
+        .is_none_or(|c| ready(&c).0 != "True")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the new leader never reconciled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(fake.object(SECRETS, NS, "app-client").is_some());
+    run.abort();
+}
