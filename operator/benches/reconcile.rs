@@ -14,7 +14,10 @@ use tessera_operator::plan::Settings;
 use tessera_operator::run::{Config, Operator};
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -30,7 +33,10 @@ async fn round(n: usize) -> (f64, f64, f64, u64) {
         "apiVersion": "tessera.dev/v1alpha1", "kind": "AuthPolicy", "metadata": {"name": "p", "namespace": "bench"},
         "spec": {"management": "ACL", "grantTypes": ["client_credentials"]}
     })).expect("policy");
-    kube::Api::<AuthPolicy>::namespaced(client.clone(), "bench").create(&pp, &policy).await.expect("create");
+    kube::Api::<AuthPolicy>::namespaced(client.clone(), "bench")
+        .create(&pp, &policy)
+        .await
+        .expect("create");
     let creds = kube::Api::<Credential>::namespaced(client.clone(), "bench");
     for i in 0..n {
         let c: Credential = serde_json::from_value(serde_json::json!({
@@ -46,7 +52,9 @@ async fn round(n: usize) -> (f64, f64, f64, u64) {
         key_rotation: None,
         key_prepublish: Duration::from_secs(1800),
         skew: Duration::from_secs(300),
-        settings: Settings { token_endpoint: "http://t/oauth2/token".into() },
+        settings: Settings {
+            token_endpoint: "http://t/oauth2/token".into(),
+        },
         lease: None,
         concurrency: 16,
         debounce: Duration::from_millis(100),
@@ -63,7 +71,12 @@ async fn round(n: usize) -> (f64, f64, f64, u64) {
     let start = Instant::now();
     let steady = op.pass().await;
     let steady_secs = start.elapsed().as_secs_f64();
-    let steady_writes: u64 = fake.requests().iter().filter(|(v, _)| v.as_str() != "list" && v.as_str() != "watch" && v.as_str() != "get").map(|(_, n)| n).sum();
+    let steady_writes: u64 = fake
+        .requests()
+        .iter()
+        .filter(|(v, _)| v.as_str() != "list" && v.as_str() != "watch" && v.as_str() != "get")
+        .map(|(_, n)| n)
+        .sum();
     assert_eq!(steady.writes, 0, "steady state wrote: {steady:?}");
     (scratch, reqs as f64 / n as f64, steady_secs, steady_writes)
 }
@@ -78,7 +91,10 @@ fn main() {
     let mut steady = Vec::new();
     for i in 0..rounds {
         let (s, p, st, w) = rt.block_on(round(n));
-        println!("round {i}: from scratch {s:.2} s, {p:.2} API requests per Credential; steady-state pass {:.0} ms, {w} writes", st * 1000.0);
+        println!(
+            "round {i}: from scratch {s:.2} s, {p:.2} API requests per Credential; steady-state pass {:.0} ms, {w} writes",
+            st * 1000.0
+        );
         scratch.push(s);
         per.push(p);
         steady.push(st);
