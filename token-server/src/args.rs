@@ -38,6 +38,9 @@ pub enum Command {
 pub enum SourceKind {
     /// A folder of manifests, watched for changes.
     Dir,
+    /// The Kubernetes API: watch caches on the custom resources and the keys Secret (in-cluster
+    /// config or KUBECONFIG).
+    Kube,
 }
 
 /// Log format.
@@ -58,6 +61,17 @@ pub struct ServeArgs {
     /// The folder of manifests (`--source dir`).
     #[arg(long, env = "TESSERA_DIR", required_if_eq("source", "dir"))]
     pub dir: Option<PathBuf>,
+    /// Namespaces to watch with `--source kube`, comma-separated; empty watches all.
+    #[arg(
+        long,
+        env = "TESSERA_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub namespaces: Vec<String>,
+    /// Namespace of the keys Secret with `--source kube` (the operator's).
+    #[arg(long, env = "TESSERA_KEYS_NAMESPACE", default_value = "tessera-system")]
+    pub keys_namespace: String,
     /// Name of the Secret holding the key set (`keyset.json`).
     #[arg(long, default_value = "tessera-keys", env = "TESSERA_KEYS_SECRET")]
     pub keys_secret: String,

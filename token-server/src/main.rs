@@ -22,6 +22,8 @@ use tessera_token_server::token::keys::{KeySet, SECRET_DATA_KEY};
 use tessera_token_server::{admin, http};
 
 fn main() -> anyhow::Result<()> {
+    // One TLS crypto provider for rustls and the Kubernetes client (TOOLING.md pitfall 1).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let Args { command, serve } = Args::parse();
     match command {
         Some(Command::HashPassword) => hash_password(),
@@ -160,6 +162,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let ServeArgs {
         source,
         dir,
+        namespaces,
+        keys_namespace,
         keys_secret,
         listen,
         tls_cert,
@@ -210,6 +214,18 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             anyhow::ensure!(dir.is_dir(), "--dir {}: not a folder", dir.display());
             let loader = DirLoader::new(dir, keys_secret, issuer);
             tokio::spawn(dir::run(state.clone(), loader, stopped(stop_rx.clone())))
+        }
+        SourceKind::Kube => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+            let source = tessera_token_server::source::kube::KubeSource {
+                namespaces: namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+                keys_namespace,
+                keys_secret,
+                issuer,
+            };
+            tokio::spawn(source.run(state.clone(), client, stopped(stop_rx.clone())))
         }
     };
     // The API runs on one single-threaded runtime per core, each accepting on its own

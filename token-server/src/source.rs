@@ -1,9 +1,10 @@
 //! Where the snapshot comes from. A source builds a complete [`Served`] view and publishes it with
 //! one atomic swap; a change that fails to load is rejected whole and the last good view keeps
-//! serving. Today's source is `dir` (a folder of manifests, watched); the in-cluster source
-//! (reflectors on the CRDs) plugs in beside it with the same contract.
+//! serving. Two sources: `dir` (a folder of manifests, watched) and `kube` (watch caches on the
+//! custom resources and the keys Secret).
 
 pub mod dir;
+pub mod kube;
 
 use crate::state::AppState;
 use jiff::Timestamp;
