@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde::Serialize;
 use serde_json::json;
@@ -25,6 +25,7 @@ use std::time::Duration;
 use tessera_crds::model::{Kind, ResourceSet};
 use tessera_crds::secret::VerifierKey;
 use tessera_crds::{ApiProxy, AuthPolicy, Credential, Role};
+use tessera_token_server::source::kube::{all, cache};
 use tessera_token_server::token::keys::{KeySet, KeySetFile, SECRET_DATA_KEY};
 use tokio::sync::{Notify, watch};
 
@@ -103,30 +104,6 @@ impl Drop for Operator {
     }
 }
 
-fn spawn_cache<K>(
-    api: Api<K>,
-    wc: watcher::Config,
-    changed: Arc<Notify>,
-    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-) -> Store<K>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, wc).default_backoff());
-    tasks.push(tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(_) => changed.notify_one(),
-                Err(e) => tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch error; retrying with backoff"),
-            }
-        }
-    }));
-    reader
-}
-
 fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -140,17 +117,6 @@ where
             .map(|n| Api::namespaced(client.clone(), n))
             .collect()
     }
-}
-
-fn state<K: Resource + Clone>(stores: &[Store<K>]) -> Vec<Arc<K>>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    let mut out = Vec::new();
-    for s in stores {
-        out.extend(s.state());
-    }
-    out
 }
 
 /// Outcome of one pass, for tests and benchmarks.
@@ -179,7 +145,7 @@ impl Operator {
             ($t:ty) => {
                 apis::<$t>(&client, &ns)
                     .into_iter()
-                    .map(|a| spawn_cache(a, wc(), changed.clone(), &mut tasks))
+                    .map(|a| cache(a, wc(), changed.clone(), &mut tasks))
                     .collect()
             };
         }
@@ -190,7 +156,7 @@ impl Operator {
             roles: caches!(Role),
             secrets: caches!(Secret),
             config_maps: caches!(ConfigMap),
-            keys: spawn_cache(
+            keys: cache(
                 Api::<Secret>::namespaced(client.clone(), &cfg.keys_namespace),
                 watcher::Config::default().fields(&format!("metadata.name={}", cfg.keys_secret)),
                 changed.clone(),
@@ -261,12 +227,12 @@ impl Operator {
         let s = &self.stores;
         World {
             set: ResourceSet {
-                api_proxies: state(&s.proxies),
-                auth_policies: state(&s.policies),
-                credentials: state(&s.credentials),
-                roles: state(&s.roles),
-                secrets: state(&s.secrets),
-                config_maps: state(&s.config_maps),
+                api_proxies: all(&s.proxies),
+                auth_policies: all(&s.policies),
+                credentials: all(&s.credentials),
+                roles: all(&s.roles),
+                secrets: all(&s.secrets),
+                config_maps: all(&s.config_maps),
             },
         }
     }

@@ -58,7 +58,9 @@ impl Drop for Caches {
     }
 }
 
-fn cache<K>(
+/// Starts a watch cache (reflector) on `api`, waking `changed` on every event; the task retries
+/// with backoff on errors and keeps the cache's contents meanwhile. Shared with the operator.
+pub fn cache<K>(
     api: Api<K>,
     wc: watcher::Config,
     changed: Arc<Notify>,
@@ -82,7 +84,8 @@ where
     reader
 }
 
-fn all<K: Resource + Clone>(stores: &[Store<K>]) -> Vec<Arc<K>>
+/// Every object of several caches.
+pub fn all<K: Resource + Clone>(stores: &[Store<K>]) -> Vec<Arc<K>>
 where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
