@@ -10,22 +10,21 @@ use crate::plan::{self, ObjectPlan, Settings, World, Write};
 use crate::{FIELD_MANAGER, lease};
 use futures::StreamExt as _;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tessera_crds::model::{Kind, ResourceSet};
+use tessera_crds::model::Kind;
 use tessera_crds::secret::VerifierKey;
 use tessera_crds::{ApiProxy, AuthPolicy, Credential, Role};
-use tessera_token_server::source::kube::{all, cache};
+use tessera_token_server::source::kube::{WatchCaches, Watched};
 use tessera_token_server::token::keys::{KeySet, KeySetFile, SECRET_DATA_KEY};
 use tokio::sync::{Notify, watch};
 
@@ -74,49 +73,15 @@ pub struct Health {
     pub keys: String,
 }
 
-struct Stores {
-    proxies: Vec<Store<ApiProxy>>,
-    policies: Vec<Store<AuthPolicy>>,
-    credentials: Vec<Store<Credential>>,
-    roles: Vec<Store<Role>>,
-    secrets: Vec<Store<Secret>>,
-    config_maps: Vec<Store<ConfigMap>>,
-    keys: Store<Secret>,
-}
-
 /// The running operator.
 pub struct Operator {
     client: Client,
     cfg: Config,
-    stores: Stores,
+    caches: WatchCaches,
     metrics: Arc<Metrics>,
     health: Arc<Mutex<Health>>,
     changed: Arc<Notify>,
     recorder: Recorder,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    if namespaces.is_empty() {
-        vec![Api::all(client.clone())]
-    } else {
-        namespaces
-            .iter()
-            .map(|n| Api::namespaced(client.clone(), n))
-            .collect()
-    }
 }
 
 /// Outcome of one pass, for tests and benchmarks.
@@ -138,31 +103,16 @@ impl Operator {
     /// Starts the watch caches.
     pub fn start(client: Client, cfg: Config, metrics: Arc<Metrics>) -> Self {
         let changed = Arc::new(Notify::new());
-        let mut tasks = Vec::new();
-        let ns = cfg.namespaces.clone();
-        let wc = || watcher::Config::default();
-        macro_rules! caches {
-            ($t:ty) => {
-                apis::<$t>(&client, &ns)
-                    .into_iter()
-                    .map(|a| cache(a, wc(), changed.clone(), &mut tasks))
-                    .collect()
-            };
-        }
-        let stores = Stores {
-            proxies: caches!(ApiProxy),
-            policies: caches!(AuthPolicy),
-            credentials: caches!(Credential),
-            roles: caches!(Role),
-            secrets: caches!(Secret),
-            config_maps: caches!(ConfigMap),
-            keys: cache(
-                Api::<Secret>::namespaced(client.clone(), &cfg.keys_namespace),
-                watcher::Config::default().fields(&format!("metadata.name={}", cfg.keys_secret)),
-                changed.clone(),
-                &mut tasks,
-            ),
-        };
+        let caches = WatchCaches::start(
+            &client,
+            Watched {
+                namespaces: &cfg.namespaces,
+                keys_namespace: &cfg.keys_namespace,
+                keys_secret: &cfg.keys_secret,
+                secrets_and_config_maps: true,
+            },
+            &changed,
+        );
         let identity = cfg
             .lease
             .as_ref()
@@ -178,12 +128,11 @@ impl Operator {
         Self {
             client,
             cfg,
-            stores,
+            caches,
             metrics,
             health: Arc::default(),
             changed,
             recorder,
-            tasks,
         }
     }
 
@@ -194,26 +143,7 @@ impl Operator {
 
     /// Waits until every cache has listed once.
     pub async fn wait_synced(&self) {
-        let s = &self.stores;
-        for st in &s.proxies {
-            let _ = st.wait_until_ready().await;
-        }
-        for st in &s.policies {
-            let _ = st.wait_until_ready().await;
-        }
-        for st in &s.credentials {
-            let _ = st.wait_until_ready().await;
-        }
-        for st in &s.roles {
-            let _ = st.wait_until_ready().await;
-        }
-        for st in &s.secrets {
-            let _ = st.wait_until_ready().await;
-        }
-        for st in &s.config_maps {
-            let _ = st.wait_until_ready().await;
-        }
-        let _ = s.keys.wait_until_ready().await;
+        self.caches.wait_synced().await;
         self.set_health(|h| h.synced = true);
     }
 
@@ -224,16 +154,8 @@ impl Operator {
 
     /// What the caches hold now.
     pub fn world(&self) -> World {
-        let s = &self.stores;
         World {
-            set: ResourceSet {
-                api_proxies: all(&s.proxies),
-                auth_policies: all(&s.policies),
-                credentials: all(&s.credentials),
-                roles: all(&s.roles),
-                secrets: all(&s.secrets),
-                config_maps: all(&s.config_maps),
-            },
+            set: self.caches.resource_set(),
         }
     }
 
@@ -276,12 +198,7 @@ impl Operator {
         now: Timestamp,
         report: &mut PassReport,
     ) -> Result<VerifierKey, String> {
-        let stored_secret = self
-            .stores
-            .keys
-            .state()
-            .into_iter()
-            .find(|s| s.metadata.name.as_deref() == Some(self.cfg.keys_secret.as_str()));
+        let stored_secret = self.caches.keys_secret();
         let value = stored_secret
             .as_ref()
             .map(|s| plan::read_secret_value(s, SECRET_DATA_KEY));
@@ -474,7 +391,7 @@ impl Operator {
                     .is_some_and(|o| o.meta().resource_version.as_deref() == Some(rv))
             })
         }
-        let s = &self.stores;
+        let s = &self.caches;
         match e.kind {
             None => find(&s.secrets, &e.namespace, &e.name, &e.rv),
             Some(Kind::Credential) => find(&s.credentials, &e.namespace, &e.name, &e.rv),

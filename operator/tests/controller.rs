@@ -101,22 +101,6 @@ async fn apply_yaml(client: &kube::Client, yaml: &str) {
     }
 }
 
-async fn apply_example(client: &kube::Client, folder: &str) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(folder);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    for f in files {
-        apply_yaml(client, &std::fs::read_to_string(&f).expect("read")).await;
-    }
-}
-
 /// Polls the operator's caches until `f` holds (the watch has delivered what a test wrote).
 async fn until(env: &Env, what: &str, f: impl Fn(&tessera_operator::plan::World) -> bool) {
     for _ in 0..250 {
@@ -727,7 +711,6 @@ async fn every_example_reconciles_to_ready() {
             }
         }
     }
-    let _ = apply_example; // (the single-folder helper is used by other scenarios' variants)
     until(&env, "all credentials", |w| w.set.credentials.len() == n).await;
     let r = env.op.pass().await;
     assert_eq!(r.errors, 0, "{r:?}");

@@ -14,7 +14,7 @@ use crate::state::{AppState, Served};
 use crate::token::keys::{KeySet, SECRET_DATA_KEY};
 use futures::StreamExt as _;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
@@ -41,16 +41,28 @@ pub struct KubeSource {
     pub issuer: String,
 }
 
-struct Caches {
-    proxies: Vec<Store<ApiProxy>>,
-    policies: Vec<Store<AuthPolicy>>,
-    credentials: Vec<Store<Credential>>,
-    roles: Vec<Store<Role>>,
-    keys: Store<Secret>,
+/// Watch caches on the four kinds and the keys Secret, optionally on Secrets and ConfigMaps too
+/// (the operator's view; the token server reads no Secret but the key set). Shared by the token
+/// server's kube source and the operator.
+pub struct WatchCaches {
+    /// ApiProxies, one cache per watched namespace (or one for all).
+    pub proxies: Vec<Store<ApiProxy>>,
+    /// AuthPolicies.
+    pub policies: Vec<Store<AuthPolicy>>,
+    /// Credentials.
+    pub credentials: Vec<Store<Credential>>,
+    /// Roles.
+    pub roles: Vec<Store<Role>>,
+    /// Secrets (empty unless asked for).
+    pub secrets: Vec<Store<Secret>>,
+    /// ConfigMaps (empty unless asked for).
+    pub config_maps: Vec<Store<ConfigMap>>,
+    /// The keys Secret alone, by field selector.
+    pub keys: Store<Secret>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl Drop for Caches {
+impl Drop for WatchCaches {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
@@ -58,9 +70,22 @@ impl Drop for Caches {
     }
 }
 
+/// What [`WatchCaches::start`] watches.
+#[derive(Debug, Clone, Copy)]
+pub struct Watched<'a> {
+    /// Namespaces; empty watches all.
+    pub namespaces: &'a [String],
+    /// Namespace of the keys Secret.
+    pub keys_namespace: &'a str,
+    /// Name of the keys Secret.
+    pub keys_secret: &'a str,
+    /// Also every Secret and ConfigMap of the namespaces.
+    pub secrets_and_config_maps: bool,
+}
+
 /// Starts a watch cache (reflector) on `api`, waking `changed` on every event; the task retries
-/// with backoff on errors and keeps the cache's contents meanwhile. Shared with the operator.
-pub fn cache<K>(
+/// with backoff on errors and keeps the cache's contents meanwhile.
+fn cache<K>(
     api: Api<K>,
     wc: watcher::Config,
     changed: Arc<Notify>,
@@ -77,61 +102,126 @@ where
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(_) => changed.notify_one(),
-                Err(e) => tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch error; serving the last known good snapshot and retrying"),
+                Err(e) => tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch error; keeping the cached objects and retrying"),
             }
         }
     }));
     reader
 }
 
-/// Every object of several caches.
-pub fn all<K: Resource + Clone>(stores: &[Store<K>]) -> Vec<Arc<K>>
+fn per_namespace<K>(
+    client: &Client,
+    namespaces: &[String],
+    changed: &Arc<Notify>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Vec<Store<K>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    // One cache per namespace: a reflector's initial list replaces its whole store, so two
+    // namespaces cannot share one.
+    let apis: Vec<Api<K>> = if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|n| Api::namespaced(client.clone(), n))
+            .collect()
+    };
+    apis.into_iter()
+        .map(|a| cache(a, watcher::Config::default(), changed.clone(), tasks))
+        .collect()
+}
+
+fn all<K: Resource + Clone>(stores: &[Store<K>]) -> Vec<Arc<K>>
 where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     stores.iter().flat_map(|s| s.state()).collect()
 }
 
-impl KubeSource {
-    fn start(&self, client: &Client, changed: &Arc<Notify>) -> Caches {
+impl WatchCaches {
+    /// Starts the caches; `changed` is woken on every watch event.
+    pub fn start(client: &Client, w: Watched<'_>, changed: &Arc<Notify>) -> Self {
         let mut tasks = Vec::new();
-        macro_rules! per_ns {
-            ($t:ty) => {{
-                let apis: Vec<Api<$t>> = if self.namespaces.is_empty() {
-                    vec![Api::all(client.clone())]
-                } else {
-                    self.namespaces
-                        .iter()
-                        .map(|n| Api::namespaced(client.clone(), n))
-                        .collect()
-                };
-                apis.into_iter()
-                    .map(|a| cache(a, watcher::Config::default(), changed.clone(), &mut tasks))
-                    .collect()
-            }};
-        }
-        let proxies = per_ns!(ApiProxy);
-        let policies = per_ns!(AuthPolicy);
-        let credentials = per_ns!(Credential);
-        let roles = per_ns!(Role);
+        let ns = w.namespaces;
+        let (secrets, config_maps) = if w.secrets_and_config_maps {
+            (
+                per_namespace(client, ns, changed, &mut tasks),
+                per_namespace(client, ns, changed, &mut tasks),
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let keys = cache(
-            Api::<Secret>::namespaced(client.clone(), &self.keys_namespace),
-            watcher::Config::default().fields(&format!("metadata.name={}", self.keys_secret)),
+            Api::<Secret>::namespaced(client.clone(), w.keys_namespace),
+            watcher::Config::default().fields(&format!("metadata.name={}", w.keys_secret)),
             changed.clone(),
             &mut tasks,
         );
-        Caches {
-            proxies,
-            policies,
-            credentials,
-            roles,
+        WatchCaches {
+            proxies: per_namespace(client, ns, changed, &mut tasks),
+            policies: per_namespace(client, ns, changed, &mut tasks),
+            credentials: per_namespace(client, ns, changed, &mut tasks),
+            roles: per_namespace(client, ns, changed, &mut tasks),
+            secrets,
+            config_maps,
             keys,
             tasks,
         }
     }
 
-    fn build(&self, c: &Caches, generation: u64, now: Timestamp) -> Result<Served, String> {
-        let secret = c.keys.state().into_iter().next().ok_or_else(|| {
+    /// Waits until every cache has listed once (a partial list would give a partial model).
+    pub async fn wait_synced(&self) {
+        for s in &self.proxies {
+            let _ = s.wait_until_ready().await;
+        }
+        for s in &self.policies {
+            let _ = s.wait_until_ready().await;
+        }
+        for s in &self.credentials {
+            let _ = s.wait_until_ready().await;
+        }
+        for s in &self.roles {
+            let _ = s.wait_until_ready().await;
+        }
+        for s in &self.secrets {
+            let _ = s.wait_until_ready().await;
+        }
+        for s in &self.config_maps {
+            let _ = s.wait_until_ready().await;
+        }
+        let _ = self.keys.wait_until_ready().await;
+    }
+
+    /// Everything cached, as the model's input.
+    pub fn resource_set(&self) -> ResourceSet {
+        ResourceSet {
+            api_proxies: all(&self.proxies),
+            auth_policies: all(&self.policies),
+            credentials: all(&self.credentials),
+            roles: all(&self.roles),
+            secrets: all(&self.secrets),
+            config_maps: all(&self.config_maps),
+        }
+    }
+
+    /// The keys Secret, if it exists.
+    pub fn keys_secret(&self) -> Option<Arc<Secret>> {
+        self.keys.state().into_iter().next()
+    }
+}
+
+impl KubeSource {
+    fn build(&self, c: &WatchCaches, generation: u64, now: Timestamp) -> Result<Served, String> {
+        let secret = c.keys_secret().ok_or_else(|| {
             format!(
                 "no key set yet: Secret {}/{} not found (the operator creates it)",
                 self.keys_namespace, self.keys_secret
@@ -150,14 +240,7 @@ impl KubeSource {
             })?;
         let keys = KeySet::from_json(&json)
             .map_err(|e| format!("Secret {}/{}: {e}", self.keys_namespace, self.keys_secret))?;
-        let set = ResourceSet {
-            api_proxies: all(&c.proxies),
-            auth_policies: all(&c.policies),
-            credentials: all(&c.credentials),
-            roles: all(&c.roles),
-            secrets: Vec::new(),
-            config_maps: Vec::new(),
-        };
+        let set = c.resource_set();
         let snapshot = resolve(&set, keys.verifier_key(), now);
         Ok(Served::new(
             snapshot,
@@ -181,24 +264,19 @@ impl KubeSource {
             format!("kube:{}", self.namespaces.join(","))
         };
         let changed = Arc::new(Notify::new());
-        let caches = Arc::new(self.start(&client, &changed));
+        let caches = Arc::new(WatchCaches::start(
+            &client,
+            Watched {
+                namespaces: &self.namespaces,
+                keys_namespace: &self.keys_namespace,
+                keys_secret: &self.keys_secret,
+                secrets_and_config_maps: false,
+            },
+            &changed,
+        ));
         tokio::pin!(shutdown);
-        // Not ready until every cache has listed once: a partial list would serve a partial model.
-        let synced = async {
-            for s in &caches.proxies {
-                let _ = s.wait_until_ready().await;
-            }
-            for s in &caches.policies {
-                let _ = s.wait_until_ready().await;
-            }
-            for s in &caches.credentials {
-                let _ = s.wait_until_ready().await;
-            }
-            for s in &caches.roles {
-                let _ = s.wait_until_ready().await;
-            }
-            let _ = caches.keys.wait_until_ready().await;
-        };
+        // Not ready until every cache has listed once.
+        let synced = caches.wait_synced();
         tokio::select! {
             _ = synced => {}
             _ = &mut shutdown => return Ok(()),
