@@ -1,1 +1,479 @@
-//! End-to-end tests live in `e2e.rs`; this crate has no library code.
+//! The end-to-end harness: a cluster (a real one from `TESSERA_E2E_KUBECONFIG`, else the
+//! in-process fake API server), a TCP proxy between the binaries and its API server (cutting it
+//! is how the suite makes the API server unreachable, the same way for both), the shipped
+//! binaries as child processes, and small HTTP helpers. The scenarios are in `e2e.rs`.
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tessera_fake_apiserver::FakeApiServer;
+
+/// The environment variable naming a real cluster's kubeconfig.
+pub const KUBECONFIG_ENV: &str = "TESSERA_E2E_KUBECONFIG";
+
+/// Field manager of the suite's own writes.
+pub const MANAGER: &str = "tessera-e2e";
+
+/// The API server the suite runs against.
+pub struct Cluster {
+    /// A client with the kubeconfig's own (admin) credentials, for the suite's writes and reads.
+    pub admin: kube::Client,
+    /// The kubeconfig the binaries' kubeconfigs are derived from.
+    kubeconfig: Kubeconfig,
+    /// The fake, when there is no real cluster.
+    pub fake: Option<FakeApiServer>,
+    /// Names of what this run creates start with this (fresh namespaces, no clash with others).
+    pub prefix: String,
+    /// Where logs and kubeconfigs go.
+    pub dir: PathBuf,
+    namespaces: Mutex<Vec<String>>,
+}
+
+impl Cluster {
+    /// True when a real cluster is configured.
+    pub fn real_configured() -> bool {
+        std::env::var_os(KUBECONFIG_ENV).is_some_and(|v| !v.is_empty())
+    }
+
+    /// Connects to the real cluster (and installs the CRDs there) or starts the fake.
+    pub async fn connect(label: &str) -> Cluster {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() ^ std::process::id())
+            .unwrap_or_default();
+        let prefix = format!("te2e-{label}-{:06x}", nonce & 0xff_ffff);
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (admin, kubeconfig, fake) = match std::env::var_os(KUBECONFIG_ENV) {
+            Some(path) if !path.is_empty() => {
+                let kc = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
+                    panic!("{KUBECONFIG_ENV}={}: {e}", Path::new(&path).display())
+                });
+                let cfg =
+                    kube::Config::from_custom_kubeconfig(kc.clone(), &KubeConfigOptions::default())
+                        .await
+                        .expect("a usable kubeconfig");
+                let client = kube::Client::try_from(cfg).expect("client");
+                install_crds(&client).await;
+                (client, kc, None)
+            }
+            _ => {
+                let fake = FakeApiServer::start().await.expect("fake API server");
+                let kc = Kubeconfig::from_yaml(&fake.kubeconfig()).expect("fake kubeconfig");
+                (fake.client().expect("client"), kc, Some(fake))
+            }
+        };
+        eprintln!(
+            "e2e: {} (names start with {prefix}; logs in {})",
+            if fake.is_some() {
+                "in-process fake API server"
+            } else {
+                "real cluster"
+            },
+            dir.display()
+        );
+        Cluster {
+            admin,
+            kubeconfig,
+            fake,
+            prefix,
+            dir,
+            namespaces: Mutex::default(),
+        }
+    }
+
+    /// True against a real cluster.
+    pub fn is_real(&self) -> bool {
+        self.fake.is_none()
+    }
+
+    /// A fresh namespace `<prefix>-<suffix>`, deleted when the cluster handle drops.
+    pub async fn namespace(&self, suffix: &str) -> String {
+        let name = format!("{}-{suffix}", self.prefix);
+        assert!(name.len() <= 63, "namespace name {name} is too long");
+        if self.is_real() {
+            let ns: Namespace =
+                serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
+            Api::<Namespace>::all(self.admin.clone())
+                .create(&PostParams::default(), &ns)
+                .await
+                .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        }
+        self.namespaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(name.clone());
+        name
+    }
+
+    /// The API server's `host:port` and whether it speaks TLS.
+    fn upstream(&self) -> (String, Option<String>) {
+        let cluster = self.current_cluster();
+        let server = cluster["server"].as_str().expect("cluster.server");
+        let url = reqwest::Url::parse(server).expect("cluster.server is a URL");
+        let host = url.host_str().expect("host").to_owned();
+        let port = url.port_or_known_default().expect("port");
+        let tls = (url.scheme() == "https").then(|| {
+            cluster["tls-server-name"]
+                .as_str()
+                .map_or_else(|| host.trim_matches(['[', ']']).to_owned(), str::to_owned)
+        });
+        (format!("{host}:{port}"), tls)
+    }
+
+    fn current_cluster(&self) -> Value {
+        let kc = serde_json::to_value(&self.kubeconfig).expect("kubeconfig");
+        let current = kc["current-context"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let ctx = kc["contexts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == current.as_str())
+            .expect("the current context");
+        let cluster_name = ctx["context"]["cluster"].clone();
+        kc["clusters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == cluster_name)
+            .map(|c| c["cluster"].clone())
+            .expect("the current context's cluster")
+    }
+
+    /// Starts a proxy to the API server for the binaries.
+    pub async fn proxy(&self) -> Proxy {
+        let (upstream, _) = self.upstream();
+        Proxy::start(upstream).await
+    }
+
+    /// A kubeconfig for a binary: the API server reached through `proxy`, with the admin
+    /// credentials, or with `token` (a ServiceAccount's) instead.
+    pub fn kubeconfig_for(&self, name: &str, proxy: &Proxy, token: Option<&str>) -> PathBuf {
+        let (_, tls_name) = self.upstream();
+        let mut kc = serde_json::to_value(&self.kubeconfig).expect("kubeconfig");
+        let current = kc["current-context"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let mut cluster_name = Value::Null;
+        let mut user_name = Value::Null;
+        for c in kc["contexts"].as_array_mut().into_iter().flatten() {
+            if c["name"] == current.as_str() {
+                cluster_name = c["context"]["cluster"].clone();
+                user_name = c["context"]["user"].clone();
+            }
+        }
+        for c in kc["clusters"].as_array_mut().into_iter().flatten() {
+            if c["name"] == cluster_name {
+                let scheme = if tls_name.is_some() { "https" } else { "http" };
+                c["cluster"]["server"] = json!(format!("{scheme}://{}", proxy.addr));
+                if let Some(n) = &tls_name {
+                    c["cluster"]["tls-server-name"] = json!(n);
+                }
+            }
+        }
+        if let Some(token) = token {
+            for u in kc["users"].as_array_mut().into_iter().flatten() {
+                if u["name"] == user_name {
+                    u["user"] = json!({"token": token});
+                }
+            }
+        }
+        let path = self.dir.join(format!("{name}.kubeconfig"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&kc).expect("json")).expect("write");
+        path
+    }
+
+    /// Deletes what this run created (real cluster only).
+    pub async fn cleanup(&self) {
+        if !self.is_real() {
+            return;
+        }
+        let names = std::mem::take(&mut *self.namespaces.lock().unwrap_or_else(|e| e.into_inner()));
+        for n in names {
+            let _ = Api::<Namespace>::all(self.admin.clone())
+                .delete(&n, &DeleteParams::background())
+                .await;
+        }
+    }
+}
+
+/// Server-side applies `crds/*.yaml` and waits until the API server serves them.
+async fn install_crds(client: &kube::Client) {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+    let mut names = Vec::new();
+    for f in std::fs::read_dir(&dir).expect("crds/").flatten() {
+        let path = f.path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let crd: CustomResourceDefinition =
+            serde_saphyr::from_str(&std::fs::read_to_string(&path).expect("read"))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let name = crd.metadata.name.clone().expect("name");
+        api.patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+        names.push(name);
+    }
+    for name in names {
+        eventually(
+            Duration::from_secs(60),
+            &format!("CRD {name} established"),
+            || {
+                let api = api.clone();
+                let name = name.clone();
+                async move {
+                    api.get(&name).await.ok().is_some_and(|c| {
+                        c.status
+                            .and_then(|s| s.conditions)
+                            .into_iter()
+                            .flatten()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                    })
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// Polls `check` every 20 ms until it holds; panics naming `what` after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A TCP proxy on loopback. Cutting it closes every open connection and refuses new ones:
+/// to the binaries behind it, the API server is gone.
+pub struct Proxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    down: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut_all();
+    }
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let down = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (d, c) = (down.clone(), conns.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if d.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let h = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                c.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(h.abort_handle());
+            }
+        });
+        Proxy {
+            addr,
+            down,
+            conns,
+            task,
+        }
+    }
+
+    fn cut_all(&self) {
+        for h in self
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            h.abort();
+        }
+    }
+
+    /// Makes the API server unreachable through this proxy, or reachable again.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+        if down {
+            self.cut_all();
+        }
+    }
+}
+
+/// A child process, killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A shipped binary, built by `cargo test --workspace`.
+pub fn bin(name: &str) -> PathBuf {
+    // target/<profile>/deps/e2e-<hash> → target/<profile>/<name>
+    let exe = std::env::current_exe().expect("exe");
+    let path = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the suite with `cargo test --workspace`, which builds both binaries",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Spawns `bin` with `args`, `KUBECONFIG=kubeconfig`, stderr to `<dir>/<log>.log`.
+pub fn spawn(
+    cluster: &Cluster,
+    bin_name: &str,
+    log: &str,
+    kubeconfig: &Path,
+    args: &[String],
+) -> Proc {
+    let log = std::fs::File::create(cluster.dir.join(format!("{log}.log"))).expect("log");
+    Proc(
+        Command::new(bin(bin_name))
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("POD_NAMESPACE")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin_name}: {e}")),
+    )
+}
+
+/// A token server replica.
+pub struct Replica {
+    /// Token API port.
+    pub api: u16,
+    /// Admin port.
+    pub admin: u16,
+    /// The process.
+    pub proc: Proc,
+}
+
+impl Replica {
+    /// `http://127.0.0.1:<api><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api)
+    }
+
+    /// `http://127.0.0.1:<admin><path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin)
+    }
+}
+
+/// An HTTP answer: status and JSON body (`null` if not JSON).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Body.
+    pub body: Value,
+}
+
+impl Answer {
+    /// A string field of the body; panics naming it if absent.
+    pub fn str(&self, field: &str) -> String {
+        self.body[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no `{field}` in {} {}", self.status, self.body))
+            .to_owned()
+    }
+}
+
+/// POSTs a form with Basic client authentication.
+pub async fn post_form(
+    http: &reqwest::Client,
+    url: &str,
+    client: (&str, &str),
+    form: &[(&str, &str)],
+) -> Answer {
+    let r = http
+        .post(url)
+        .basic_auth(client.0, Some(client.1))
+        .form(form)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = r.status().as_u16();
+    Answer {
+        status,
+        body: r.json().await.unwrap_or(Value::Null),
+    }
+}
+
+/// GETs JSON.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Answer {
+    match http.get(url).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            Answer {
+                status,
+                body: r.json().await.unwrap_or(Value::Null),
+            }
+        }
+        Err(_) => Answer {
+            status: 0,
+            body: Value::Null,
+        },
+    }
+}

@@ -182,8 +182,9 @@ pub struct CredentialStatus {
     /// Verifiers of the secrets that currently authenticate, published for token servers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_verifiers: Vec<PublishedVerifier>,
-    /// RFC 3339 time before which tokens issued to this client are no longer accepted
-    /// (revocation that reaches every replica).
+    /// RFC 3339 time at or before which tokens issued to this client are no longer accepted
+    /// (revocation that reaches every replica). Token servers write it on RFC 7009 revocation
+    /// of a refresh token; an admin may too. The operator never writes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<String>,
 }

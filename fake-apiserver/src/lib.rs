@@ -10,7 +10,8 @@
 //!
 //! Simplifications, all on purpose: server-side apply is modelled for one field manager
 //! (applied `metadata.labels`/`annotations`/`ownerReferences` and top-level fields replace the
-//! stored ones; no managed-fields bookkeeping); no schema validation or admission; `generation`
+//! stored ones; a status apply keeps top-level status fields another writer merge-patched in;
+//! no managed-fields bookkeeping); no schema validation or admission; `generation`
 //! moves when anything outside `metadata` and `status` changes; garbage collection is immediate.
 //! It counts requests by verb, so benchmarks can report API requests per object, and it can be
 //! made unreachable (every request 503, watches cut) to test outages.
@@ -40,6 +41,10 @@ struct State {
     /// Every change, for watches that start from a resourceVersion: (collection, rv, type, obj).
     log: Vec<(String, u64, &'static str, Value)>,
     requests: BTreeMap<String, u64>,
+    /// Top-level status fields last written by a merge patch (another field manager, e.g. a
+    /// token server revoking): a later server-side apply that omits them keeps them, as field
+    /// ownership would on a real API server.
+    foreign_status: BTreeMap<Key, std::collections::BTreeSet<String>>,
 }
 
 struct Shared {
@@ -650,9 +655,20 @@ fn patch(s: &Shared, t: &Target, content_type: &str, body: &[u8]) -> Response {
     }
     let mut new = old.clone();
     if status_sub {
+        let foreign = st.foreign_status.entry(key(t)).or_default();
         if apply {
-            new["status"] = body.get("status").cloned().unwrap_or(Value::Null);
+            let mut applied = body.get("status").cloned().unwrap_or(Value::Null);
+            if let Some(a) = applied.as_object_mut() {
+                foreign.retain(|f| !a.contains_key(f));
+                for f in foreign.iter() {
+                    if let Some(v) = old.pointer(&format!("/status/{f}")) {
+                        a.insert(f.clone(), v.clone());
+                    }
+                }
+            }
+            new["status"] = applied;
         } else if let Some(p) = body.get("status") {
+            foreign.extend(p.as_object().into_iter().flatten().map(|(k, _)| k.clone()));
             merge_patch(&mut new["status"], p);
         }
     } else if apply {
@@ -686,6 +702,7 @@ fn delete(s: &Shared, t: &Target) -> Response {
     let Some(old) = st.objects.remove(&key(t)) else {
         return not_found(t);
     };
+    st.foreign_status.remove(&key(t));
     st.next_rv();
     let mut gone = old.clone();
     set_meta(&mut gone, "resourceVersion", json!(st.rv.to_string()));

@@ -166,6 +166,11 @@ pub fn whole_seconds(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
+fn ceil_seconds(t: Timestamp) -> Timestamp {
+    let up = i64::from(t.subsec_nanosecond() > 0);
+    Timestamp::from_second(t.as_second() + up).unwrap_or(t)
+}
+
 fn ns_name(meta: &ObjectMeta) -> (&str, &str) {
     (
         meta.namespace.as_deref().unwrap_or("default"),
@@ -513,7 +518,8 @@ fn verifiers(
     {
         out.push(PublishedVerifier {
             verifier: old.verifier.clone(),
-            not_after: Some(ts(until)),
+            // Rounded up: `metav1.Time` has whole seconds, and a grace period must not shrink.
+            not_after: Some(ts(ceil_seconds(until))),
         });
     }
     for p in published {
@@ -904,9 +910,15 @@ fn finish(p: Pending, report: &Report, now: Timestamp, plan: &mut Plan) {
     let desired = strip_empty(desired);
     let mut writes = p.before;
     if desired != strip_empty(p.current) {
+        let mut status = desired;
+        // `notBefore` belongs to whoever revokes (token servers, admins): applying our possibly
+        // stale copy could undo a revocation written a moment ago, so it is never in our apply.
+        if let Some(o) = status.as_object_mut() {
+            o.remove("notBefore");
+        }
         writes.push(Write::Status {
             object: p.owner.clone(),
-            status: desired,
+            status,
         });
     }
     writes.extend(p.after);

@@ -24,9 +24,10 @@ use std::time::Duration;
 use tessera_crds::model::Kind;
 use tessera_crds::secret::VerifierKey;
 use tessera_crds::{ApiProxy, AuthPolicy, Credential, Role};
-use tessera_token_server::source::kube::{WatchCaches, Watched};
+use tessera_token_server::source::kube::{Changes, WatchCaches, Watched};
+use tessera_token_server::source::policy_data;
 use tessera_token_server::token::keys::{KeySet, KeySetFile, SECRET_DATA_KEY};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 /// Operator settings.
 #[derive(Debug, Clone)]
@@ -80,7 +81,7 @@ pub struct Operator {
     caches: WatchCaches,
     metrics: Arc<Metrics>,
     health: Arc<Mutex<Health>>,
-    changed: Arc<Notify>,
+    changed: Arc<Changes>,
     recorder: Recorder,
 }
 
@@ -102,7 +103,7 @@ pub struct PassReport {
 impl Operator {
     /// Starts the watch caches.
     pub fn start(client: Client, cfg: Config, metrics: Arc<Metrics>) -> Self {
-        let changed = Arc::new(Notify::new());
+        let changed = Arc::new(Changes::default());
         let caches = WatchCaches::start(
             &client,
             Watched {
@@ -283,6 +284,65 @@ impl Operator {
             .map_err(|e| e.to_string())
     }
 
+    /// Copies what AuthPolicies reference (user pools, CA bundles) into the policy-data Secret
+    /// token servers read; writes only when the copy differs.
+    async fn policy_data_pass(&self, world: &World, report: &mut PassReport) {
+        let name = policy_data::secret_name(&self.cfg.keys_secret);
+        let doc = policy_data::collect(&world.set);
+        let stored = self.caches.policy_data_secret();
+        let current = stored
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get(policy_data::DATA_KEY));
+        if current.is_some_and(|c| c.0 == doc) {
+            return;
+        }
+        if doc.len() > policy_data::MAX_BYTES {
+            self.metrics.error("policy_data_too_large");
+            let why = format!(
+                "the user pools and CA bundles AuthPolicies reference add up to {} bytes, more than the {} a Secret can carry; split large user pools across fewer policies or move users to an external identity provider",
+                doc.len(),
+                policy_data::MAX_BYTES
+            );
+            tracing::error!(secret = %name, "{why}");
+            self.set_health(|h| h.last_error = Some(why));
+            return;
+        }
+        let mut secret = keys_secret_shell(
+            &self.cfg,
+            &name,
+            stored
+                .as_ref()
+                .and_then(|s| s.metadata.resource_version.clone()),
+        );
+        secret.data = Some(BTreeMap::from([(
+            policy_data::DATA_KEY.to_owned(),
+            k8s_openapi::ByteString(doc),
+        )]));
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.cfg.keys_namespace);
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        report.writes += 1;
+        self.metrics.writes.inc();
+        let r = if stored.is_some() {
+            api.replace(&name, &pp, &secret).await
+        } else {
+            api.create(&pp, &secret).await
+        };
+        match r {
+            Ok(_) => tracing::info!(secret = %name, "updated the policy data token servers read"),
+            // A conflict or a transient error: the next pass (a watch event or the resync)
+            // plans again from what is stored.
+            Err(e) => {
+                report.errors += 1;
+                self.metrics.error("policy_data");
+                tracing::warn!(secret = %name, error = %e, "writing the policy data failed; retrying on the next pass");
+            }
+        }
+    }
+
     /// One pass: keys, then every object.
     pub async fn pass(&self) -> PassReport {
         let started = std::time::Instant::now();
@@ -303,6 +363,7 @@ impl Operator {
                 return report;
             }
         };
+        self.policy_data_pass(&world, &mut report).await;
         let plan = plan::plan(
             &world,
             &key,
@@ -556,7 +617,7 @@ impl Operator {
                 if r.errors > 0 {
                     // Back off a little instead of spinning on a failing write.
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    self.changed.notify_one();
+                    self.changed.notify.notify_one();
                 }
             }
             let sleep = next_wake
@@ -566,7 +627,7 @@ impl Operator {
                 })
                 .unwrap_or(Duration::from_secs(300));
             tokio::select! {
-                _ = self.changed.notified() => {
+                _ = self.changed.notify.notified() => {
                     // Batch a burst of watch events into one pass.
                     tokio::time::sleep(self.cfg.debounce).await;
                 }
@@ -606,9 +667,16 @@ fn keys_secret(
     let json = serde_json::to_vec_pretty(file)?;
     let mut data = BTreeMap::new();
     data.insert(SECRET_DATA_KEY.to_owned(), k8s_openapi::ByteString(json));
-    Ok(Secret {
+    let mut s = keys_secret_shell(cfg, &cfg.keys_secret, resource_version);
+    s.data = Some(data);
+    Ok(s)
+}
+
+/// A Secret in the operator's namespace with the managed-by label.
+fn keys_secret_shell(cfg: &Config, name: &str, resource_version: Option<String>) -> Secret {
+    Secret {
         metadata: ObjectMeta {
-            name: Some(cfg.keys_secret.clone()),
+            name: Some(name.to_owned()),
             namespace: Some(cfg.keys_namespace.clone()),
             labels: Some(BTreeMap::from([(
                 plan::MANAGED_BY.0.into(),
@@ -618,7 +686,6 @@ fn keys_secret(
             ..Default::default()
         },
         type_: Some("Opaque".into()),
-        data: Some(data),
         ..Default::default()
-    })
+    }
 }

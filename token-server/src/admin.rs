@@ -62,6 +62,8 @@ async fn readyz(State(st): State<AppState>) -> Response {
                 "problems": listed,
                 "lastError": status.last_error,
                 "lastErrorAt": status.last_error_at.map(|t| t.to_string()),
+                // Set while the API server cannot be reached: the snapshot is the last known good.
+                "sourceUnreachableSince": status.stale_since().map(|t| t.to_string()),
                 "keys": {
                     "ephemeral": s.keys.ephemeral,
                     "signingAlgorithms": s.keys.algorithms(now).iter().map(|a| a.as_str()).collect::<Vec<_>>(),
@@ -78,7 +80,11 @@ async fn readyz(State(st): State<AppState>) -> Response {
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
-    let mut resp = st.metrics.encode((st.clock)()).into_response();
+    let now = (st.clock)();
+    let stale = st.status().stale_since();
+    st.metrics
+        .set_source_unreachable(stale.map_or(0, |t| (now.as_second() - t.as_second()).max(0)));
+    let mut resp = st.metrics.encode(now).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

@@ -194,7 +194,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..LockoutConfig::default()
         },
     };
-    let state = AppState::new(config);
+    let mut state = AppState::new(config);
 
     let api = tokio::net::TcpListener::bind(listen)
         .await
@@ -225,6 +225,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 keys_secret,
                 issuer,
             };
+            state.cluster_revocation = Some(
+                tessera_token_server::source::kube::NotBeforeWriter::new(client.clone()),
+            );
             tokio::spawn(source.run(state.clone(), client, stopped(stop_rx.clone())))
         }
     };

@@ -49,6 +49,8 @@ pub struct Metrics {
     objects: Family<KindLabels, Gauge>,
     problems: Gauge,
     reload_failures: Counter,
+    propagation: Histogram,
+    unreachable: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -75,6 +77,19 @@ impl Metrics {
         let objects = Family::<KindLabels, Gauge>::default();
         let problems = Gauge::default();
         let reload_failures = Counter::default();
+        // 5 ms to ~20 s.
+        let propagation = Histogram::new(exponential_buckets(0.005, 2.0, 13));
+        let unreachable = Gauge::default();
+        registry.register(
+            "propagation_seconds",
+            "From a watch event reaching this replica to the snapshot that includes it being served (the oldest change of each swap)",
+            propagation.clone(),
+        );
+        registry.register(
+            "source_unreachable_seconds",
+            "How long the API server has been unreachable (0 when its watches are healthy); the last known good snapshot is served meanwhile",
+            unreachable.clone(),
+        );
         registry.register(
             "requests",
             "Requests by endpoint, grant and outcome (ok or the OAuth error code)",
@@ -131,7 +146,19 @@ impl Metrics {
             objects,
             problems,
             reload_failures,
+            propagation,
+            unreachable,
         }
+    }
+
+    /// Records how long a watched change took to be served.
+    pub fn observe_propagation(&self, took: Duration) {
+        self.propagation.observe(took.as_secs_f64());
+    }
+
+    /// Sets how long the source has been unreachable, in seconds.
+    pub fn set_source_unreachable(&self, secs: i64) {
+        self.unreachable.set(secs);
     }
 
     /// Records one request.

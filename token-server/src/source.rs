@@ -5,6 +5,7 @@
 
 pub mod dir;
 pub mod kube;
+pub mod policy_data;
 
 use crate::state::AppState;
 use jiff::Timestamp;

@@ -114,6 +114,15 @@ pub struct SourceStatus {
     pub source: String,
     /// Keys were generated at start, not read.
     pub ephemeral_keys: bool,
+    /// The kube source's watch health (`None` for the folder source).
+    pub watch: Option<Arc<crate::source::kube::Changes>>,
+}
+
+impl SourceStatus {
+    /// Since when the source has failed to reach its API server, if it is failing now.
+    pub fn stale_since(&self) -> Option<Timestamp> {
+        self.watch.as_ref().and_then(|w| w.failing_since())
+    }
 }
 
 /// The clock requests use; tests move it.
@@ -136,6 +145,8 @@ pub struct AppState {
     pub status: Arc<Mutex<SourceStatus>>,
     /// Current time.
     pub clock: Clock,
+    /// Writes revocations through the Kubernetes API (the kube source); `None` keeps them local.
+    pub cluster_revocation: Option<crate::source::kube::NotBeforeWriter>,
 }
 
 impl AppState {
@@ -149,6 +160,7 @@ impl AppState {
             revocations: Arc::new(Revocations::default()),
             status: Arc::new(Mutex::new(SourceStatus::default())),
             clock: Arc::new(Timestamp::now),
+            cluster_revocation: None,
         }
     }
 

@@ -107,7 +107,7 @@ pub struct Client {
     pub mtls: Option<Box<MtlsBinding>>,
     /// After this time it authenticates nothing.
     pub expires_at: Option<Timestamp>,
-    /// Tokens issued before this time are no longer accepted.
+    /// Tokens issued at or before this time (whole seconds) are no longer accepted.
     pub not_before: Option<Timestamp>,
 }
 

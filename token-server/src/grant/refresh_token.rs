@@ -32,7 +32,7 @@ pub fn grant(cx: &GrantCtx<'_>) -> Result<Issued, OAuthError> {
     if cx
         .client
         .not_before
-        .is_some_and(|nb| rc.iat < nb.as_second())
+        .is_some_and(|nb| rc.iat <= nb.as_second())
     {
         return Err(invalid("the refresh token was revoked; authenticate again"));
     }

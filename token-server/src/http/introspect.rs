@@ -48,7 +48,7 @@ fn client_still_valid(served: &Served, client_id: &str, iat: i64, now: Timestamp
     served
         .snapshot
         .client(client_id)
-        .is_some_and(|c| c.is_active(now) && c.not_before.is_none_or(|nb| iat >= nb.as_second()))
+        .is_some_and(|c| c.is_active(now) && c.not_before.is_none_or(|nb| iat > nb.as_second()))
 }
 
 /// The introspection answer for `caller`.

@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::time::Instant;
+use tessera_crds::model::ClientKind;
 
 /// `POST /oauth2/revoke`.
 pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
@@ -54,6 +55,20 @@ async fn process(st: &AppState, req: Request) -> Result<(), OAuthError> {
                 t,
             );
             st.revocations.mark(&r.jti, Mark::Revoked, r.exp, t);
+            // In the cluster, every replica must refuse it: the Credential's notBefore moves
+            // to now through the API. Its granularity is the client (no per-token objects in
+            // etcd), so this signs the client out of all refresh tokens issued until now.
+            if let Some(w) = &st.cluster_revocation
+                && client.kind == ClientKind::Credential
+                && client.not_before.is_none_or(|nb| nb.as_second() < t)
+            {
+                w.revoke(&client.owner, now).await.map_err(|e| {
+                    tracing::warn!(client = %client.owner, error = %e, "could not record a revocation in the cluster");
+                    OAuthError::Unavailable(
+                        "the revocation could not be recorded in the cluster; retry the request".into(),
+                    )
+                })?;
+            }
         }
         Some(Found::Access(c, _)) => {
             if c.client_id != client.client_id {

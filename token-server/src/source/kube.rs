@@ -15,18 +15,100 @@ use crate::token::keys::{KeySet, SECRET_DATA_KEY};
 use futures::StreamExt as _;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, Resource};
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_crds::model::{ResourceSet, resolve};
+use tessera_crds::model::{ObjectRef, ResourceSet, resolve};
 use tessera_crds::{ApiProxy, AuthPolicy, Credential, Role};
 use tokio::sync::Notify;
 
+/// Field manager of the token server's only write: a Credential's `status.notBefore`.
+pub const FIELD_MANAGER: &str = "tessera-token-server";
+
+/// Writes a Credential's `status.notBefore` through the API, so that a revocation reaches every
+/// replica (each reads it from its watch cache) without any per-token object in etcd.
+#[derive(Clone)]
+pub struct NotBeforeWriter {
+    client: Client,
+}
+
+impl std::fmt::Debug for NotBeforeWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NotBeforeWriter")
+    }
+}
+
+impl NotBeforeWriter {
+    /// A writer using `client`.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// Sets `status.notBefore` of the Credential `owner` to `at`: tokens issued to it at or
+    /// before `at` are refused by every replica. A merge patch on the status subresource: the
+    /// RBAC it needs is `patch` on `credentials/status`, which cannot change a spec.
+    pub async fn revoke(&self, owner: &ObjectRef, at: Timestamp) -> Result<(), kube::Error> {
+        let api = Api::<Credential>::namespaced(self.client.clone(), &owner.namespace);
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let at = Timestamp::from_second(at.as_second()).unwrap_or(at);
+        api.patch_status(
+            &owner.name,
+            &pp,
+            &Patch::Merge(serde_json::json!({"status": {"notBefore": at.to_string()}})),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
 /// Batches a burst of watch events into one rebuild.
 const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// What the watch caches report to their reader: a wake-up per event, when the oldest change not
+/// yet served arrived (for the propagation histogram), and since when the watches are failing.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Woken on every watch event.
+    pub notify: Notify,
+    pending_since: std::sync::Mutex<Option<std::time::Instant>>,
+    failing_since: std::sync::Mutex<Option<Timestamp>>,
+}
+
+impl Changes {
+    fn event(&self) {
+        let mut p = self.pending_since.lock().unwrap_or_else(|e| e.into_inner());
+        p.get_or_insert_with(std::time::Instant::now);
+        drop(p);
+        *self.failing_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.notify.notify_one();
+    }
+
+    fn error(&self) {
+        self.failing_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(Timestamp::now);
+    }
+
+    /// Takes the arrival time of the oldest change not yet served.
+    pub fn take_pending(&self) -> Option<std::time::Instant> {
+        self.pending_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Since when the last watch request failed, if it has not recovered since.
+    pub fn failing_since(&self) -> Option<Timestamp> {
+        *self.failing_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// Settings of the kube source.
 #[derive(Debug, Clone)]
@@ -59,6 +141,8 @@ pub struct WatchCaches {
     pub config_maps: Vec<Store<ConfigMap>>,
     /// The keys Secret alone, by field selector.
     pub keys: Store<Secret>,
+    /// The policy-data Secret alone (see [`super::policy_data`]).
+    pub policy_data: Store<Secret>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -88,7 +172,7 @@ pub struct Watched<'a> {
 fn cache<K>(
     api: Api<K>,
     wc: watcher::Config,
-    changed: Arc<Notify>,
+    changed: Arc<Changes>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Store<K>
 where
@@ -101,8 +185,11 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
             match ev {
-                Ok(_) => changed.notify_one(),
-                Err(e) => tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch error; keeping the cached objects and retrying"),
+                Ok(_) => changed.event(),
+                Err(e) => {
+                    changed.error();
+                    tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch error; keeping the cached objects and retrying");
+                }
             }
         }
     }));
@@ -112,7 +199,7 @@ where
 fn per_namespace<K>(
     client: &Client,
     namespaces: &[String],
-    changed: &Arc<Notify>,
+    changed: &Arc<Changes>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Vec<Store<K>>
 where
@@ -149,7 +236,7 @@ where
 
 impl WatchCaches {
     /// Starts the caches; `changed` is woken on every watch event.
-    pub fn start(client: &Client, w: Watched<'_>, changed: &Arc<Notify>) -> Self {
+    pub fn start(client: &Client, w: Watched<'_>, changed: &Arc<Changes>) -> Self {
         let mut tasks = Vec::new();
         let ns = w.namespaces;
         let (secrets, config_maps) = if w.secrets_and_config_maps {
@@ -166,7 +253,17 @@ impl WatchCaches {
             changed.clone(),
             &mut tasks,
         );
+        let policy_data = cache(
+            Api::<Secret>::namespaced(client.clone(), w.keys_namespace),
+            watcher::Config::default().fields(&format!(
+                "metadata.name={}",
+                super::policy_data::secret_name(w.keys_secret)
+            )),
+            changed.clone(),
+            &mut tasks,
+        );
         WatchCaches {
+            policy_data,
             proxies: per_namespace(client, ns, changed, &mut tasks),
             policies: per_namespace(client, ns, changed, &mut tasks),
             credentials: per_namespace(client, ns, changed, &mut tasks),
@@ -199,6 +296,7 @@ impl WatchCaches {
             let _ = s.wait_until_ready().await;
         }
         let _ = self.keys.wait_until_ready().await;
+        let _ = self.policy_data.wait_until_ready().await;
     }
 
     /// Everything cached, as the model's input.
@@ -216,6 +314,11 @@ impl WatchCaches {
     /// The keys Secret, if it exists.
     pub fn keys_secret(&self) -> Option<Arc<Secret>> {
         self.keys.state().into_iter().next()
+    }
+
+    /// The policy-data Secret, if it exists.
+    pub fn policy_data_secret(&self) -> Option<Arc<Secret>> {
+        self.policy_data.state().into_iter().next()
     }
 }
 
@@ -240,7 +343,22 @@ impl KubeSource {
             })?;
         let keys = KeySet::from_json(&json)
             .map_err(|e| format!("Secret {}/{}: {e}", self.keys_namespace, self.keys_secret))?;
-        let set = c.resource_set();
+        let mut set = c.resource_set();
+        // User pools and CA bundles, as the operator copied them; none until it has.
+        if let Some(pd) = c.policy_data_secret()
+            && let Some(bytes) = pd
+                .data
+                .as_ref()
+                .and_then(|d| d.get(super::policy_data::DATA_KEY))
+        {
+            super::policy_data::extend(&mut set, &bytes.0).map_err(|e| {
+                format!(
+                    "Secret {}/{}: {e}",
+                    self.keys_namespace,
+                    super::policy_data::secret_name(&self.keys_secret)
+                )
+            })?;
+        }
         let snapshot = resolve(&set, keys.verifier_key(), now);
         Ok(Served::new(
             snapshot,
@@ -263,7 +381,8 @@ impl KubeSource {
         } else {
             format!("kube:{}", self.namespaces.join(","))
         };
-        let changed = Arc::new(Notify::new());
+        let changed = Arc::new(Changes::default());
+        st.status().watch = Some(changed.clone());
         let caches = Arc::new(WatchCaches::start(
             &client,
             Watched {
@@ -282,6 +401,8 @@ impl KubeSource {
             _ = &mut shutdown => return Ok(()),
         }
         tracing::info!("watch caches synced");
+        // The initial sync is not a propagation: the histogram starts with the first snapshot.
+        changed.take_pending();
         let mut generation = 0u64;
         loop {
             let now = (st.clock)();
@@ -299,6 +420,9 @@ impl KubeSource {
                     "serving a new snapshot"
                 );
                 st.publish(served);
+                if let Some(since) = changed.take_pending() {
+                    st.metrics.observe_propagation(since.elapsed());
+                }
             });
             record(&st, &outcome, now);
             let next_key_change = st
@@ -313,7 +437,7 @@ impl KubeSource {
                 .unwrap_or(Duration::from_secs(3600));
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
-                _ = changed.notified() => tokio::time::sleep(DEBOUNCE).await,
+                _ = changed.notify.notified() => tokio::time::sleep(DEBOUNCE).await,
                 _ = tokio::time::sleep(next_key_change) => {}
             }
         }
