@@ -728,6 +728,18 @@ async fn outage_and_return(s: &Stack) {
         );
         assert_eq!(s.cc(i, iw).await.status, 200, "keeps serving on {i}");
     }
+    // A revocation that cannot reach the API is refused, not silently kept on one replica.
+    let rr = ("report-runner", "report-runner-demo-secret");
+    let rt = s.cc(0, rr).await.str("refresh_token");
+    let revoke = post_form(
+        &s.http,
+        &s.r(0).url("/oauth2/revoke"),
+        rr,
+        &[("token", &rt)],
+    )
+    .await;
+    assert_eq!(revoke.status, 503, "{revoke:?}");
+    assert_eq!(revoke.body["error"], "temporarily_unavailable");
     // A change made during the outage is served once the API server is back.
     let roles = Api::<Role>::namespaced(s.cluster.admin.clone(), &s.ns["scopes-from-roles"]);
     roles

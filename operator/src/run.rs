@@ -449,7 +449,7 @@ impl Operator {
             let r = reflector::ObjectRef::<K>::new(name).within(ns);
             stores.iter().any(|s| {
                 s.get(&r)
-                    .is_some_and(|o| o.meta().resource_version.as_deref() == Some(rv))
+                    .is_some_and(|o| rv_reached(o.meta().resource_version.as_deref(), rv))
             })
         }
         let s = &self.caches;
@@ -640,6 +640,17 @@ impl Operator {
 }
 
 /// A write whose result the caches should show before the next pass.
+/// True if a cached object's resourceVersion is the one written or a later one. A later write
+/// by someone else (a user, a token server's revocation) must count, or the pass would wait out
+/// its deadline. resourceVersions are etcd revisions on real API servers; anything that is not
+/// a number is compared for equality only.
+fn rv_reached(cached: Option<&str>, written: &str) -> bool {
+    match (cached.map(str::parse::<u64>), written.parse::<u64>()) {
+        (Some(Ok(c)), Ok(w)) => c >= w,
+        _ => cached == Some(written),
+    }
+}
+
 #[derive(Debug)]
 struct Expect {
     kind: Option<Kind>,
@@ -687,5 +698,20 @@ fn keys_secret_shell(cfg: &Config, name: &str, resource_version: Option<String>)
         },
         type_: Some("Opaque".into()),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rv_reached;
+
+    #[test]
+    fn a_later_resource_version_counts_as_seen() {
+        assert!(rv_reached(Some("42"), "42"));
+        assert!(rv_reached(Some("43"), "42"), "someone wrote after us");
+        assert!(!rv_reached(Some("41"), "42"), "the cache is behind");
+        assert!(!rv_reached(None, "42"));
+        assert!(rv_reached(Some("opaque"), "opaque"));
+        assert!(!rv_reached(Some("other"), "opaque"));
     }
 }
