@@ -32,7 +32,6 @@ enum Creds {
 struct Stack {
     cluster: Cluster,
     proxy: Proxy,
-    system: String,
     /// example folder → its namespace.
     ns: BTreeMap<String, String>,
     _operator: Proc,
@@ -182,7 +181,6 @@ async fn start(cluster: Cluster, system: String, applied: Applied, creds: Creds)
     let stack = Stack {
         cluster,
         proxy,
-        system,
         ns,
         _operator: operator,
         replicas,
@@ -1083,7 +1081,6 @@ async fn run_suite(cluster: Cluster, service_accounts: bool) {
     if let (Some(rbac), Some(fake)) = (&rbac, &s.cluster.fake) {
         rbac.check(&fake.access_log());
     }
-    assert!(!s.system.is_empty());
     s.cluster.cleanup().await;
 }
 

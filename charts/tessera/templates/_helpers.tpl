@@ -33,8 +33,6 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s/tessera-%s:%s" .root.Values.image.registry .name (default .root.Chart.AppVersion .root.Values.image.tag) -}}
 {{- end -}}
 
-{{- define "tessera.tls" -}}{{ .Values.tokenServer.tls.enabled }}{{- end -}}
-
 {{- define "tessera.servicePort" -}}
 {{- if .Values.tokenServer.service.port -}}{{ .Values.tokenServer.service.port }}{{- else if .Values.tokenServer.tls.enabled -}}443{{- else -}}80{{- end -}}
 {{- end -}}
