@@ -279,7 +279,9 @@ pub struct RefreshSettings {
     pub rotate: bool,
     /// How many times a token chain may be refreshed; unlimited when absent. Needs `rotate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100000))]
+    // Declared as int32 in the schema: schemars would say `format: uint32`, which the API server
+    // does not know and warns about on every apply (issue 20).
+    #[schemars(with = "Option<i32>", range(min = 1, max = 100000))]
     pub max_refreshes: Option<u32>,
 }
 

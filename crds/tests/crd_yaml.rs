@@ -7,6 +7,28 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use std::path::Path;
 use tessera_crds::{AuthPolicy, Credential, crd, manifest, validate};
 
+/// The formats kube-apiserver's OpenAPI validation knows (k8s.io/kube-openapi `strfmt`).
+const KNOWN_FORMATS: &[&str] = &[
+    "int32",
+    "int64",
+    "float",
+    "double",
+    "byte",
+    "binary",
+    "date",
+    "date-time",
+    "duration",
+    "password",
+    "uuid",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "cidr",
+    "mac",
+    "uri",
+];
+
 const REGENERATE: &str = "cargo run -p tessera-operator -- crd --out crds/";
 
 #[test]
@@ -100,6 +122,14 @@ fn crds_are_structural_and_complete() {
                 !(node.properties.is_some() && node.additional_properties.is_some()),
                 "{file}{path}: properties with additionalProperties is not structural"
             );
+            // Only formats the API server knows: any other (schemars' `uint32`, say) is
+            // accepted with a warning on every apply (issue 20).
+            if let Some(f) = &node.format {
+                assert!(
+                    KNOWN_FORMATS.contains(&f.as_str()),
+                    "{file}{path}: format {f:?} is unknown to the API server"
+                );
+            }
             // `kubectl explain` shows a description for every field under spec.
             if path.starts_with(".spec.") && !path.ends_with("[]") && !path.ends_with(".*") {
                 assert!(

@@ -179,6 +179,7 @@ pub fn plan_keys(
             if let Some(mut k) = f.signing.into_iter().find(|k| k.alg == alg) {
                 k.active_from = active_from;
                 k.retire_after = None;
+                k.published_from = Some(now);
                 changes.push(format!(
                     "added {} key {} signing from {active_from}",
                     alg.as_str(),

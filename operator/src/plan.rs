@@ -166,6 +166,17 @@ pub fn whole_seconds(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
+/// When a replaced secret stops working: `grace` after clients can first read its successor,
+/// never earlier. `now` is the pass's clock truncated to whole seconds (up to 1 s early), and the
+/// new Secret is written after the status that publishes this end (a few ms, more on a loaded
+/// API server), so the end is pushed 2 s out: a grace period may run a little long, never short
+/// (issue 20: on a real API server a 4 s grace ended 3.4 s after the new secret appeared).
+fn grace_end(now: Timestamp, grace: Duration) -> Timestamp {
+    let margin = SignedDuration::from_secs(2);
+    let grace = SignedDuration::try_from(grace).unwrap_or_default();
+    now.checked_add(grace.saturating_add(margin)).unwrap_or(now)
+}
+
 fn ceil_seconds(t: Timestamp) -> Timestamp {
     let up = i64::from(t.subsec_nanosecond() > 0);
     Timestamp::from_second(t.as_second() + up).unwrap_or(t)
@@ -345,9 +356,7 @@ fn plan_secret(
                 reason: "SecretRepaired".into(),
                 note: format!("{what} was deleted; generated a new secret into it. The previous secret works for the grace period"),
             });
-            let end = now
-                .checked_add(SignedDuration::try_from(shape.grace).unwrap_or_default())
-                .unwrap_or(now);
+            let end = grace_end(now, shape.grace);
             out.retired = Some(end);
             plan.wake_at(end);
         } else {
@@ -438,9 +447,7 @@ fn plan_secret(
                 reason: reason.into(),
                 note,
             });
-            let end = now
-                .checked_add(SignedDuration::try_from(shape.grace).unwrap_or_default())
-                .unwrap_or(now);
+            let end = grace_end(now, shape.grace);
             out.retired = Some(end);
             plan.wake_at(end);
         }
@@ -562,6 +569,9 @@ struct Pending {
     after: Vec<Write>,
     events: Vec<EventNote>,
     extra: Vec<Problem>,
+    /// It has a deletionTimestamp: nothing is repaired or generated for it any more (its
+    /// generated Secret going is the garbage collector at work, not damage).
+    deleting: bool,
 }
 
 impl Pending {
@@ -585,6 +595,7 @@ impl Pending {
             after: Vec::new(),
             events: Vec::new(),
             extra: Vec::new(),
+            deleting: meta.deletion_timestamp.is_some(),
         }
     }
 }
@@ -923,7 +934,7 @@ fn finish(p: Pending, report: &Report, now: Timestamp, plan: &mut Plan) {
     }
     writes.extend(p.after);
     *plan.seen.entry(p.owner.kind.as_str()).or_default() += 1;
-    if !writes.is_empty() {
+    if !writes.is_empty() && !p.deleting {
         plan.objects.push(ObjectPlan {
             object: p.owner,
             uid: p.uid,
@@ -1079,17 +1090,48 @@ mod tests {
         let vs = cred_status(&w).secret_verifiers;
         assert_eq!(vs.len(), 2);
         assert_eq!(vs[1].verifier, first[0].verifier);
-        assert_eq!(vs[1].not_after, Some(ts(t(25 * 3600))));
-        assert_eq!(p.next_wake, Some(t(25 * 3600)));
+        // The grace period never ends early: 2 s of margin for the truncated clock and for the
+        // Secret write that follows the status.
+        let end = 25 * 3600 + 2;
+        assert_eq!(vs[1].not_after, Some(ts(t(end))));
+        assert_eq!(p.next_wake, Some(t(end)));
         // During grace: stable. After grace: the old verifier goes.
         assert!(
             plan(&w, &key(), &settings(), t(24 * 3600 + 10), &mut rng)
                 .objects
                 .is_empty()
         );
-        let p = plan(&w, &key(), &settings(), t(25 * 3600), &mut rng);
+        let p = plan(&w, &key(), &settings(), t(end - 1), &mut rng);
+        assert!(
+            p.objects.is_empty(),
+            "still in its grace period a second before the end"
+        );
+        let p = plan(&w, &key(), &settings(), t(end), &mut rng);
         apply(&mut w, &p);
         assert_eq!(cred_status(&w).secret_verifiers.len(), 1);
+    }
+
+    #[test]
+    fn a_credential_being_deleted_is_not_repaired() {
+        // Its generated Secret is gone (the garbage collector or a namespace deletion took it):
+        // re-creating it would fight the deletion (issue 20).
+        let mut w = world("");
+        let mut c = (*w.set.credentials[0]).clone();
+        c.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(0)));
+        w.set.credentials[0] = Arc::new(c);
+        let credential_writes = |p: &Plan| {
+            p.objects
+                .iter()
+                .filter(|o| o.object.kind == Kind::Credential)
+                .count()
+        };
+        let p = plan(&w, &key(), &settings(), t(10), &mut Scripted(0));
+        assert_eq!(credential_writes(&p), 0, "{:?}", p.objects);
+        // The same Credential not being deleted gets its Secret and status.
+        let w = world("");
+        let p = plan(&w, &key(), &settings(), t(10), &mut Scripted(0));
+        assert_eq!(credential_writes(&p), 1, "{:?}", p.objects);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! plan starts a pass; the pass decides with [`crate::plan::plan`] and [`crate::keys::plan_keys`]
 //! and writes only the differences. Followers keep their caches warm and write nothing.
 
+use crate::backoff::{self, Backoff, Deferred};
 use crate::keys::{KeyDecision, KeyPolicy, Stored, plan_keys, signer_ages};
 use crate::metrics::Metrics;
 use crate::plan::{self, ObjectPlan, Settings, World, Write};
@@ -28,6 +29,66 @@ use tessera_token_server::source::kube::{Changes, WatchCaches, Watched};
 use tessera_token_server::source::policy_data;
 use tessera_token_server::token::keys::{KeySet, KeySetFile, SECRET_DATA_KEY};
 use tokio::sync::watch;
+
+/// What became of one object's writes in a pass.
+enum Outcome {
+    /// Not tried: backing off, or its namespace is terminating.
+    Deferred(Deferred),
+    /// Tried.
+    Done(Result<Vec<Expect>, WriteFailure>),
+}
+
+/// A failed write.
+struct WriteFailure {
+    message: String,
+    /// The namespace refused it because it is being deleted.
+    terminating: bool,
+}
+
+/// The backoff's name for an object.
+fn backoff_key(o: &ObjectPlan) -> String {
+    object_key(o.object.kind.as_str(), &o.object.namespace, &o.object.name)
+}
+
+fn object_key(kind: &str, ns: &str, name: &str) -> String {
+    format!("{kind}/{ns}/{name}")
+}
+
+/// The backoff names of every object in the world (what the backoff may remember).
+fn world_keys(world: &World) -> std::collections::HashSet<String> {
+    fn keys<'a, K: Resource + 'a>(
+        kind: Kind,
+        objs: impl IntoIterator<Item = &'a Arc<K>>,
+        out: &mut std::collections::HashSet<String>,
+    ) {
+        for o in objs {
+            let m = o.meta();
+            out.insert(object_key(
+                kind.as_str(),
+                m.namespace.as_deref().unwrap_or_default(),
+                m.name.as_deref().unwrap_or_default(),
+            ));
+        }
+    }
+    let mut out = std::collections::HashSet::new();
+    let set = &world.set;
+    keys(Kind::Credential, &set.credentials, &mut out);
+    keys(Kind::ApiProxy, &set.api_proxies, &mut out);
+    keys(Kind::AuthPolicy, &set.auth_policies, &mut out);
+    keys(Kind::Role, &set.roles, &mut out);
+    out
+}
+
+/// Re-reads of the key set after a 409 in one pass, before the pass reports an error.
+const KEY_CONFLICT_RETRIES: u32 = 3;
+
+/// What one attempt to write the key set came to.
+enum KeyWrite {
+    /// Written, or nothing to write.
+    Done(crate::keys::KeyPlan),
+    /// Refused with 409; the message says why.
+    Conflict(String),
+}
 
 /// Operator settings.
 #[derive(Debug, Clone)]
@@ -83,6 +144,7 @@ pub struct Operator {
     health: Arc<Mutex<Health>>,
     changed: Arc<Changes>,
     recorder: Recorder,
+    backoff: Mutex<Backoff>,
 }
 
 /// Outcome of one pass, for tests and benchmarks.
@@ -98,6 +160,9 @@ pub struct PassReport {
     pub keys: String,
     /// When to look again by the clock.
     pub next_wake: Option<Timestamp>,
+    /// Objects not written this pass: their last write failed and they are backing off, or
+    /// their namespace is being deleted.
+    pub deferred: usize,
 }
 
 impl Operator {
@@ -134,6 +199,7 @@ impl Operator {
             health: Arc::default(),
             changed,
             recorder,
+            backoff: Mutex::default(),
         }
     }
 
@@ -192,17 +258,15 @@ impl Operator {
         }
     }
 
-    /// Keys: decide and write. Returns the verifier key in force, or why there is none.
-    async fn keys_pass(
+    /// One attempt of [`Self::keys_pass`] against `stored_secret`.
+    async fn keys_write(
         &self,
         world: &World,
         now: Timestamp,
+        stored_secret: Option<&Secret>,
         report: &mut PassReport,
-    ) -> Result<VerifierKey, String> {
-        let stored_secret = self.caches.keys_secret();
-        let value = stored_secret
-            .as_ref()
-            .map(|s| plan::read_secret_value(s, SECRET_DATA_KEY));
+    ) -> Result<KeyWrite, String> {
+        let value = stored_secret.map(|s| plan::read_secret_value(s, SECRET_DATA_KEY));
         let stored = match &value {
             None => Stored::Absent,
             Some(v) => Stored::Present(v.as_deref()),
@@ -215,12 +279,12 @@ impl Operator {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
-        match &kp.decision {
+        let written = match &kp.decision {
             KeyDecision::Blocked(why) => {
                 self.metrics.error("keys_blocked");
                 self.metrics.reconciled("KeySet", "error", 1);
                 tracing::error!(secret = %format!("{}/{}", self.cfg.keys_namespace, self.cfg.keys_secret), reason = %why, "key set unusable; not rotating and not reconciling until it is fixed");
-                if let Some(s) = &stored_secret {
+                if let Some(s) = stored_secret {
                     self.event(&s.metadata, "Secret", "v1", true, "KeySetInvalid", why)
                         .await;
                 }
@@ -229,47 +293,86 @@ impl Operator {
             KeyDecision::Keep => {
                 self.metrics.reconciled("KeySet", "unchanged", 1);
                 report.keys = "unchanged".into();
+                return Ok(KeyWrite::Done(kp));
             }
             KeyDecision::Create(file) => {
                 let secret = keys_secret(&self.cfg, file, None).map_err(|e| e.to_string())?;
                 report.writes += 1;
                 self.metrics.writes.inc();
-                match api.create(&pp, &secret).await {
-                    Ok(_) => {
-                        tracing::info!(secret = %self.cfg.keys_secret, "generated the key set");
-                        self.metrics.reconciled("KeySet", "written", 1);
-                        report.keys = "created".into();
-                    }
-                    Err(e) => {
-                        self.metrics.reconciled("KeySet", "error", 1);
-                        report.errors += 1;
-                        return Err(format!("creating the keys Secret failed: {e}"));
-                    }
-                }
+                api.create(&pp, &secret).await.map(|_| {
+                    tracing::info!(secret = %self.cfg.keys_secret, "generated the key set");
+                    "created".to_owned()
+                })
             }
             KeyDecision::Update(file, changes) => {
-                let rv = stored_secret
-                    .as_ref()
-                    .and_then(|s| s.metadata.resource_version.clone());
+                let rv = stored_secret.and_then(|s| s.metadata.resource_version.clone());
                 let secret = keys_secret(&self.cfg, file, rv).map_err(|e| e.to_string())?;
                 report.writes += 1;
                 self.metrics.writes.inc();
                 // Replace guarded by resourceVersion: of two writers, the second gets a
                 // conflict and re-plans from what the first wrote, so no two keys are minted.
-                match api.replace(&self.cfg.keys_secret, &pp, &secret).await {
-                    Ok(_) => {
+                api.replace(&self.cfg.keys_secret, &pp, &secret)
+                    .await
+                    .map(|_| {
                         tracing::info!(changes = ?changes, "rotated the key set");
-                        self.metrics.reconciled("KeySet", "written", 1);
-                        report.keys = changes.join("; ");
-                    }
-                    Err(e) => {
-                        self.metrics.reconciled("KeySet", "error", 1);
-                        report.errors += 1;
-                        return Err(format!("updating the keys Secret failed: {e}"));
-                    }
-                }
+                        changes.join("; ")
+                    })
+            }
+        };
+        match written {
+            Ok(what) => {
+                self.metrics.reconciled("KeySet", "written", 1);
+                report.keys = what;
+                Ok(KeyWrite::Done(kp))
+            }
+            // 409: AlreadyExists on create, Conflict on a stale resourceVersion.
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                self.metrics.reconciled("KeySet", "conflict", 1);
+                Ok(KeyWrite::Conflict(e.message.clone()))
+            }
+            Err(e) => {
+                self.metrics.reconciled("KeySet", "error", 1);
+                report.errors += 1;
+                Err(format!("writing the keys Secret failed: {e}"))
             }
         }
+    }
+
+    /// Keys: decide and write. Returns the verifier key in force, or why there is none.
+    ///
+    /// Plans from the watch cache. A write refused with 409 (someone wrote since the cache
+    /// saw it, or the cache lags after an API outage) re-reads the Secret from the API and
+    /// re-plans from that, a bounded number of times: waiting for the watch instead cost 20 s
+    /// of conflicts after an outage (issue 20). The resourceVersion guard still means two
+    /// writers never both add a key: the loser re-plans from what the winner wrote.
+    async fn keys_pass(
+        &self,
+        world: &World,
+        now: Timestamp,
+        report: &mut PassReport,
+    ) -> Result<VerifierKey, String> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.cfg.keys_namespace);
+        let mut stored_secret = self.caches.keys_secret().map(|s| (*s).clone());
+        let mut attempt = 0;
+        let kp = loop {
+            match self
+                .keys_write(world, now, stored_secret.as_ref(), report)
+                .await?
+            {
+                KeyWrite::Done(kp) => break kp,
+                KeyWrite::Conflict(e) if attempt < KEY_CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tracing::info!(error = %e, attempt, "the key set changed under us; re-reading it from the API");
+                    stored_secret = api
+                        .get_opt(&self.cfg.keys_secret)
+                        .await
+                        .map_err(|e| format!("re-reading the keys Secret failed: {e}"))?;
+                }
+                KeyWrite::Conflict(e) => {
+                    return Err(format!("writing the keys Secret kept conflicting: {e}"));
+                }
+            }
+        };
         let file = kp.effective.ok_or("no key set")?;
         for (alg, age) in signer_ages(&file, now) {
             self.metrics
@@ -379,31 +482,73 @@ impl Operator {
         for o in &plan.objects {
             *written_by_kind.entry(o.object.kind.as_str()).or_default() += 1;
         }
-        let results: Vec<(ObjectPlan, Result<Vec<Expect>, String>)> =
-            futures::stream::iter(plan.objects)
-                .map(|o| async move {
-                    let r = self.execute(&o).await;
-                    (o, r)
-                })
-                .buffer_unordered(self.cfg.concurrency.max(1))
-                .collect()
-                .await;
+        let existing = world_keys(&world);
+        self.backoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k| existing.contains(k), now);
+        // The backoff is checked as each object's turn comes, so the first "namespace is
+        // being terminated" stops the writes queued behind it in the same pass.
+        let results: Vec<(ObjectPlan, Outcome)> = futures::stream::iter(plan.objects)
+            .map(|o| async move {
+                let key = backoff_key(&o);
+                let check = self
+                    .backoff
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .check(&o.object.namespace, &key, now);
+                let r = match check {
+                    Err(d) => Outcome::Deferred(d),
+                    Ok(()) => {
+                        let r = self.execute(&o).await;
+                        let mut b = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+                        match &r {
+                            Ok(_) => b.succeeded(&key),
+                            Err(f) => {
+                                b.failed(&key, now);
+                                if f.terminating {
+                                    b.terminating(&o.object.namespace, now);
+                                }
+                            }
+                        }
+                        Outcome::Done(r)
+                    }
+                };
+                (o, r)
+            })
+            .buffer_unordered(self.cfg.concurrency.max(1))
+            .collect()
+            .await;
         let mut expects = Vec::new();
         let mut errors_by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut last_error = None;
         for (o, r) in results {
-            report.objects_written += 1;
             match r {
-                Ok(e) => {
+                Outcome::Deferred(d) => {
+                    report.deferred += 1;
+                    *written_by_kind.entry(o.object.kind.as_str()).or_default() -= 1;
+                    report.next_wake =
+                        Some(report.next_wake.map_or(d.until(), |w| w.min(d.until())));
+                }
+                Outcome::Done(Ok(e)) => {
+                    report.objects_written += 1;
                     report.writes += e.len();
                     expects.extend(e);
                 }
-                Err(msg) => {
+                Outcome::Done(Err(f)) => {
+                    report.objects_written += 1;
                     report.errors += 1;
                     *errors_by_kind.entry(o.object.kind.as_str()).or_default() += 1;
-                    last_error = Some(format!("{}: {msg}", o.object));
+                    last_error = Some(format!("{}: {}", o.object, f.message));
                 }
             }
+        }
+        if report.deferred > 0 {
+            tracing::info!(
+                deferred = report.deferred,
+                "objects not written this pass (backing off after failed writes, or their namespace is being deleted)"
+            );
+            self.metrics.error("deferred");
         }
         for (kind, seen) in &plan.seen {
             let written = written_by_kind.get(kind).copied().unwrap_or(0);
@@ -462,7 +607,7 @@ impl Operator {
         }
     }
 
-    async fn execute(&self, o: &ObjectPlan) -> Result<Vec<Expect>, String> {
+    async fn execute(&self, o: &ObjectPlan) -> Result<Vec<Expect>, WriteFailure> {
         let mut expects = Vec::new();
         for w in &o.writes {
             self.metrics.writes.inc();
@@ -473,12 +618,18 @@ impl Operator {
                     let conflict = matches!(&e, kube::Error::Api(s) if s.code == 409);
                     self.metrics
                         .error(if conflict { "conflict" } else { "api" });
+                    let terminating = backoff::is_namespace_terminating(&e);
                     if conflict {
                         tracing::debug!(object = %o.object, write = w.verb(), "conflict; the next pass re-plans");
+                    } else if terminating {
+                        tracing::info!(object = %o.object, "namespace is being deleted; no writes there for a while");
                     } else {
-                        tracing::warn!(object = %o.object, write = w.verb(), error = %e, "write failed; the next pass retries");
+                        tracing::warn!(object = %o.object, write = w.verb(), error = %e, "write failed; retrying after a backoff");
                     }
-                    return Err(format!("{} failed: {e}", w.verb()));
+                    return Err(WriteFailure {
+                        message: format!("{} failed: {e}", w.verb()),
+                        terminating,
+                    });
                 }
             }
         }

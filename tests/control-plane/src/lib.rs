@@ -340,7 +340,7 @@ fn start(options: &Options) -> ControlPlane {
         std::env::var_os("TESSERA_KEEP_CONTROL_PLANE").is_some(),
     );
 
-    let ca = pki::Ca::new();
+    let ca = pki::Ca::generate();
     let serving = ca.server();
     let ca_file = write(&dir, "ca.crt", &ca.cert);
     let cert_file = write(&dir, "apiserver.crt", &serving.cert);

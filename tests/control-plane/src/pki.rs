@@ -24,7 +24,7 @@ pub struct Ca {
 
 impl Ca {
     /// A fresh CA.
-    pub fn new() -> Ca {
+    pub fn generate() -> Ca {
         let key = KeyPair::generate().expect("CA key");
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();

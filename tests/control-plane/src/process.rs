@@ -85,6 +85,8 @@ impl Supervised {
 }
 
 /// Removes `dir` when the test process exits (after the binaries have stopped).
+// Never waited for: it must outlive this process, which is the point.
+#[allow(clippy::zombie_processes)]
 pub fn remove_at_exit(dir: &Path, keep: bool) -> ChildStdin {
     let script = if keep {
         "cat >/dev/null"

@@ -11,7 +11,7 @@
 
 use crate::source::record;
 use crate::state::{AppState, Served};
-use crate::token::keys::{KeySet, SECRET_DATA_KEY};
+use crate::token::keys::{KeyArrivals, KeySet, SECRET_DATA_KEY};
 use futures::StreamExt as _;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -19,7 +19,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, Resource};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tessera_crds::model::{ObjectRef, ResourceSet, resolve};
 use tessera_crds::{ApiProxy, AuthPolicy, Credential, Role};
@@ -323,7 +323,13 @@ impl WatchCaches {
 }
 
 impl KubeSource {
-    fn build(&self, c: &WatchCaches, generation: u64, now: Timestamp) -> Result<Served, String> {
+    fn build(
+        &self,
+        c: &WatchCaches,
+        arrivals: &Mutex<KeyArrivals>,
+        generation: u64,
+        now: Timestamp,
+    ) -> Result<Served, String> {
         let secret = c.keys_secret().ok_or_else(|| {
             format!(
                 "no key set yet: Secret {}/{} not found (the operator creates it)",
@@ -341,8 +347,9 @@ impl KubeSource {
                     self.keys_namespace, self.keys_secret
                 )
             })?;
-        let keys = KeySet::from_json(&json)
+        let mut keys = KeySet::from_json(&json)
             .map_err(|e| format!("Secret {}/{}: {e}", self.keys_namespace, self.keys_secret))?;
+        keys.hold_back(&mut arrivals.lock().unwrap_or_else(|e| e.into_inner()), now);
         let mut set = c.resource_set();
         // User pools and CA bundles, as the operator copied them; none until it has.
         if let Some(pd) = c.policy_data_secret()
@@ -404,13 +411,15 @@ impl KubeSource {
         // The initial sync is not a propagation: the histogram starts with the first snapshot.
         changed.take_pending();
         let mut generation = 0u64;
+        let arrivals = Arc::new(Mutex::new(KeyArrivals::default()));
         loop {
             let now = (st.clock)();
             generation += 1;
             let this = self.clone();
             let c = caches.clone();
             let g = generation;
-            let built = tokio::task::spawn_blocking(move || this.build(&c, g, now))
+            let a = arrivals.clone();
+            let built = tokio::task::spawn_blocking(move || this.build(&c, &a, g, now))
                 .await
                 .map_err(|e| anyhow::anyhow!("building a snapshot panicked: {e}"))?;
             let outcome = built.map(|served| {

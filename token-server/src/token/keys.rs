@@ -28,6 +28,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use tessera_crds::auth_policy::SigningAlgorithm;
 use tessera_crds::secret::VerifierKey;
 
@@ -75,6 +76,11 @@ pub struct SigningKeyFile {
     /// When it leaves the JWKS (after the last token it signed has expired).
     #[serde(default)]
     pub retire_after: Option<Timestamp>,
+    /// When it was added to the set (published in the JWKS). `activeFrom - publishedFrom` is its
+    /// prepublication window, which every replica honours from the moment *it* learns of the
+    /// key (see [`KeyArrivals`]). Absent in sets written before it existed: no hold-back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_from: Option<Timestamp>,
 }
 
 impl std::fmt::Debug for SigningKeyFile {
@@ -153,6 +159,8 @@ pub struct SigningKey {
     pub active_from: Timestamp,
     /// Leaves the JWKS after.
     pub retire_after: Option<Timestamp>,
+    /// Entered the set (see [`SigningKeyFile::published_from`]).
+    pub published_from: Option<Timestamp>,
     /// base64url of the JOSE header `{"alg":…,"typ":"at+jwt","kid":…}`, computed once.
     pub header_b64: String,
     pair: Pair,
@@ -210,6 +218,14 @@ impl SigningKey {
     fn active_at(&self, now: Timestamp) -> bool {
         self.active_from <= now && self.published_at(now)
     }
+}
+
+/// When this replica first saw each signing key of its key set; see [`KeySet::hold_back`].
+#[derive(Debug, Default)]
+pub struct KeyArrivals {
+    primed: bool,
+    /// kid → when this process first saw it (`None`: it was in the first set this process read).
+    first_seen: HashMap<String, Option<Timestamp>>,
 }
 
 /// A parsed AEAD key.
@@ -322,6 +338,7 @@ fn parse_signing(f: &SigningKeyFile) -> Result<SigningKey, KeySetError> {
         alg: f.alg,
         active_from: f.active_from,
         retire_after: f.retire_after,
+        published_from: f.published_from,
         header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
         pair,
         jwk,
@@ -473,6 +490,7 @@ impl KeySet {
                 pkcs8: STANDARD.encode(der),
                 active_from: now,
                 retire_after: None,
+                published_from: Some(now),
             });
         }
         let mut enc = [0u8; 32];
@@ -497,6 +515,40 @@ impl KeySet {
             .iter()
             .filter(|k| k.alg == alg && k.active_at(now))
             .max_by_key(|k| k.active_from)
+    }
+
+    /// Holds back keys this replica learned of late: a key signs only once this replica has
+    /// published it for its whole prepublication window, whatever the watch lag. A replica whose
+    /// watch was in backoff when the operator rotated would otherwise learn the key after its
+    /// `activeFrom` and sign with it at once, before any validator that caches this replica's
+    /// JWKS could have fetched it (issue 20: 94 of 820 tokens refused after an API outage).
+    /// Until then its predecessor keeps signing; it is still published, as retirement comes long
+    /// after a successor starts.
+    pub fn hold_back(&mut self, arrivals: &mut KeyArrivals, now: Timestamp) {
+        let first_build = !arrivals.primed;
+        arrivals.primed = true;
+        let mut seen = HashMap::with_capacity(self.signing.len());
+        for k in &mut self.signing {
+            // On this process's first key set every key counts as published from its
+            // `publishedFrom`: other replicas have served it since, and this one served nothing.
+            let first = match arrivals.first_seen.get(&k.kid) {
+                Some(t) => *t,
+                None if first_build => None,
+                None => Some(now),
+            };
+            seen.insert(k.kid.clone(), first);
+            if let (Some(first), Some(published)) = (first, k.published_from) {
+                let window = k.active_from.duration_since(published);
+                if window.is_positive()
+                    && let Ok(earliest) = first.checked_add(window)
+                    && earliest > k.active_from
+                {
+                    k.active_from = earliest;
+                }
+            }
+        }
+        // Only the kids in the current set are remembered: the map is bounded by the set.
+        arrivals.first_seen = seen;
     }
 
     /// A published key by kid (for verifying tokens this server signed).
@@ -582,6 +634,63 @@ mod tests {
             assert_eq!(k.jwk()["use"], "sig");
         }
         assert_eq!(set.jwks(now())["keys"].as_array().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn a_key_learned_late_signs_only_after_this_replica_published_it_for_its_window() {
+        let at = |s: &str| -> Timestamp { s.parse().expect("ts") };
+        let mut file = KeySet::generate_file(at("2026-11-22T10:00:00Z")).expect("generate");
+        let es = |f: &KeySetFile| {
+            f.signing
+                .iter()
+                .find(|k| k.alg == SigningAlgorithm::ES256)
+                .expect("es256")
+                .clone()
+        };
+        let old = es(&file);
+        let mut arrivals = KeyArrivals::default();
+        // First set this process reads: keys count as published from `publishedFrom`.
+        let mut set = KeySet::from_file(&file).expect("parses");
+        set.hold_back(&mut arrivals, at("2026-11-22T11:00:00Z"));
+        assert_eq!(
+            set.signer(SigningAlgorithm::ES256, at("2026-11-22T11:00:00Z"))
+                .map(|k| k.kid.clone()),
+            Some(old.kid.clone())
+        );
+        // The operator added a successor at 11:00 signing from 11:08 (8 min prepublication);
+        // this replica's watch lagged and it learns of it at 11:10, after its `activeFrom`.
+        let next = KeySet::generate_file(at("2026-11-22T11:00:00Z")).expect("generate");
+        let mut new = es(&next);
+        new.active_from = at("2026-11-22T11:08:00Z");
+        new.published_from = Some(at("2026-11-22T11:00:00Z"));
+        let before = file.clone();
+        file.signing.push(new.clone());
+        let learned = at("2026-11-22T11:10:00Z");
+        let mut set = KeySet::from_file(&file).expect("parses");
+        set.hold_back(&mut arrivals, learned);
+        let signer = |set: &KeySet, t: &str| {
+            set.signer(SigningAlgorithm::ES256, at(t))
+                .map(|k| k.kid.clone())
+                .expect("a signer")
+        };
+        // Published at once, but the old key signs for the whole window from 11:10 ...
+        assert!(set.published(&new.kid, learned).is_some());
+        assert_eq!(signer(&set, "2026-11-22T11:10:00Z"), old.kid);
+        assert_eq!(signer(&set, "2026-11-22T11:17:59Z"), old.kid);
+        // ... and the new key from 11:18, also after a rebuild (the arrival is remembered).
+        assert_eq!(signer(&set, "2026-11-22T11:18:00Z"), new.kid);
+        let mut again = KeySet::from_file(&file).expect("parses");
+        again.hold_back(&mut arrivals, at("2026-11-22T11:12:00Z"));
+        assert_eq!(signer(&again, "2026-11-22T11:17:59Z"), old.kid);
+        assert_eq!(signer(&again, "2026-11-22T11:18:00Z"), new.kid);
+        assert_eq!(again.next_change(learned), Some(at("2026-11-22T11:18:00Z")));
+        // A replica whose watch was on time (it saw the key at 11:00) holds nothing back.
+        let mut timely = KeyArrivals::default();
+        let mut set = KeySet::from_file(&before).expect("parses");
+        set.hold_back(&mut timely, at("2026-11-22T10:30:00Z"));
+        let mut set = KeySet::from_file(&file).expect("parses");
+        set.hold_back(&mut timely, at("2026-11-22T11:00:00Z"));
+        assert_eq!(signer(&set, "2026-11-22T11:08:00Z"), new.kid);
     }
 
     #[test]
