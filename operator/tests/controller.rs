@@ -1,5 +1,7 @@
-//! The operator's wiring against the in-process fake API server: one scenario per behaviour.
-//! Real HTTP on loopback, real kube-rs clients and watch caches; only the API server is fake.
+//! The operator's wiring against the real control plane (etcd, kube-apiserver and
+//! kube-controller-manager built from their Go modules, see tests/control-plane): one scenario
+//! per behaviour, each in a namespace of its own, with the operator watching only that
+//! namespace. Requests are checked in the API server's own audit log.
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Secret;
@@ -7,22 +9,26 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_control_plane::ControlPlane;
 use tessera_crds::manifest::{Resource, parse};
 use tessera_crds::{ApiProxy, AuthPolicy, Credential, Role};
-use tessera_fake_apiserver::FakeApiServer;
 use tessera_operator::metrics::Metrics;
 use tessera_operator::plan::Settings;
 use tessera_operator::run::{Config, Operator};
 
-const NS: &str = "default";
 const SECRETS: &str = "api/v1/secrets";
 const CREDS: &str = "apis/tessera.dev/v1alpha1/credentials";
 
-fn config() -> Config {
+/// The operator's identity in these tests: the audit log tells its requests from the test's.
+const OPERATOR_USER: &str = "tessera-operator-under-test";
+const KEYS: &str = "tessera-keys";
+const EVENTS: &str = "apis/events.k8s.io/v1/events";
+
+fn config(namespaces: Vec<String>, keys_namespace: &str) -> Config {
     Config {
-        namespaces: vec![],
-        keys_namespace: "tessera-system".into(),
-        keys_secret: "tessera-keys".into(),
+        namespaces,
+        keys_namespace: keys_namespace.into(),
+        keys_secret: KEYS.into(),
         key_rotation: Some(Duration::from_secs(720 * 3600)),
         key_prepublish: Duration::from_secs(1800),
         skew: Duration::from_secs(300),
@@ -36,31 +42,105 @@ fn config() -> Config {
 }
 
 struct Env {
-    fake: FakeApiServer,
+    cp: &'static ControlPlane,
+    /// The test's own client (admin).
     client: kube::Client,
+    /// The test's namespace: the operator watches it and keeps its key set there.
+    ns: String,
     op: Operator,
 }
 
-async fn env() -> Env {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let fake = FakeApiServer::start().await.expect("fake");
-    let client = fake.client().expect("client");
-    let op = Operator::start(client.clone(), config(), Arc::new(Metrics::default()));
-    op.wait_synced().await;
-    Env { fake, client, op }
+impl Env {
+    /// The object at `path` (`api/v1/secrets`, `apis/GROUP/VERSION/PLURAL`) named `name` in the
+    /// test's namespace, as the API server has it.
+    async fn object(&self, path: &str, name: &str) -> Option<Value> {
+        get_object(&self.client, &self.ns, path, name).await
+    }
+
+    /// Every object at `path` in the test's namespace.
+    async fn objects(&self, path: &str) -> Vec<Value> {
+        self.objects_in(path, &self.ns).await
+    }
+
+    async fn objects_in(&self, path: &str, ns: &str) -> Vec<Value> {
+        let (prefix, plural) = path.rsplit_once('/').expect("path");
+        let url = format!("/{prefix}/namespaces/{ns}/{plural}");
+        let req = http::Request::get(url).body(Vec::new()).expect("request");
+        let list: Value = self.client.request(req).await.expect("list");
+        list["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The writes the operator made since `mark`, from the API server's audit log.
+    async fn operator_writes_since(&self, mark: u64) -> Vec<tessera_control_plane::AuditEvent> {
+        writes_since(self.cp, OPERATOR_USER, &self.ns, mark).await
+    }
 }
 
-async fn create(client: &kube::Client, r: Resource) {
+async fn get_object(client: &kube::Client, ns: &str, path: &str, name: &str) -> Option<Value> {
+    let (prefix, plural) = path.rsplit_once('/').expect("path");
+    let url = format!("/{prefix}/namespaces/{ns}/{plural}/{name}");
+    let req = http::Request::get(url).body(Vec::new()).expect("request");
+    match client.request::<Value>(req).await {
+        Ok(v) => Some(v),
+        Err(kube::Error::Api(e)) if e.code == 404 => None,
+        Err(e) => panic!("GET {path} {name}: {e}"),
+    }
+}
+
+/// The writes `user` made in `ns` since `mark`, from the API server's audit log (tests run in
+/// parallel: each looks at its own namespace).
+async fn writes_since(
+    cp: &ControlPlane,
+    user: &str,
+    ns: &str,
+    mark: u64,
+) -> Vec<tessera_control_plane::AuditEvent> {
+    // The audit log is written as requests complete: give the last ones a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cp.audit_since(mark)
+        .into_iter()
+        .filter(|e| e.user == user && e.namespace == ns && e.is_write())
+        .collect()
+}
+
+async fn env() -> Env {
+    env_watching(0).await.0
+}
+
+/// An operator watching the test's namespace and `extra` more fresh namespaces (returned).
+async fn env_watching(extra: usize) -> (Env, Vec<String>) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "op").await;
+    let mut others = Vec::new();
+    for _ in 0..extra {
+        others.push(cp.namespace(&client, "op-x").await);
+    }
+    let mut watched = vec![ns.clone()];
+    watched.extend(others.iter().cloned());
+    let op_client = cp.client_as(OPERATOR_USER, &["system:masters"]).await;
+    let op = Operator::start(
+        op_client,
+        config(watched, &ns),
+        Arc::new(Metrics::default()),
+    );
+    op.wait_synced().await;
+    (Env { cp, client, ns, op }, others)
+}
+
+async fn create(client: &kube::Client, ns: &str, r: Resource) {
     let pp = PostParams::default();
     macro_rules! go {
         ($t:ty, $o:expr) => {{
             let mut o = $o;
             o.status = None;
-            let ns = o.metadata.namespace.clone().unwrap_or(NS.into());
-            Api::<$t>::namespaced(client.clone(), &ns)
+            o.metadata.namespace = Some(ns.into());
+            let name = o.metadata.name.clone().unwrap_or_default();
+            Api::<$t>::namespaced(client.clone(), ns)
                 .create(&pp, &o)
                 .await
-                .expect("create")
+                .unwrap_or_else(|e| panic!("creating {ns}/{name}: {e}"))
                 .metadata
         }};
     }
@@ -78,16 +158,15 @@ async fn create(client: &kube::Client, r: Resource) {
             go!(Role, o);
         }
         Resource::Secret(mut o) => {
-            let ns = o.metadata.namespace.clone().unwrap_or(NS.into());
-            o.metadata.namespace = Some(ns.clone());
-            Api::<Secret>::namespaced(client.clone(), &ns)
+            o.metadata.namespace = Some(ns.into());
+            Api::<Secret>::namespaced(client.clone(), ns)
                 .create(&pp, &o)
                 .await
                 .expect("create secret");
         }
-        Resource::ConfigMap(o) => {
-            let ns = o.metadata.namespace.clone().unwrap_or(NS.into());
-            Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns)
+        Resource::ConfigMap(mut o) => {
+            o.metadata.namespace = Some(ns.into());
+            Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), ns)
                 .create(&pp, &o)
                 .await
                 .expect("create cm");
@@ -95,9 +174,9 @@ async fn create(client: &kube::Client, r: Resource) {
     }
 }
 
-async fn apply_yaml(client: &kube::Client, yaml: &str) {
+async fn apply_yaml(env: &Env, yaml: &str) {
     for r in parse(yaml, "test.yaml").expect("parse").resources {
-        create(client, r).await;
+        create(&env.client, &env.ns, r).await;
     }
 }
 
@@ -109,7 +188,15 @@ async fn until(env: &Env, what: &str, f: impl Fn(&tessera_operator::plan::World)
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("caches never showed: {what}");
+    let w = env.op.world();
+    panic!(
+        "caches never showed: {what} (they hold {} credentials, {} proxies, {} policies, {} roles, {} secrets)",
+        w.set.credentials.len(),
+        w.set.api_proxies.len(),
+        w.set.auth_policies.len(),
+        w.set.roles.len(),
+        w.set.secrets.len()
+    );
 }
 
 fn ready(obj: &Value) -> (String, String) {
@@ -155,7 +242,7 @@ spec: {policyRef: {name: acl}, acl: [orders], secretTemplate: {labels: {team: pa
 async fn create_generates_secret_client_id_verifier_keys_and_ready_then_steady_state_writes_nothing()
  {
     let env = env().await;
-    apply_yaml(&env.client, GENERATED).await;
+    apply_yaml(&env, GENERATED).await;
     until(&env, "3 objects", |w| {
         w.set.credentials.len() == 1
             && w.set.api_proxies.len() == 1
@@ -167,14 +254,14 @@ async fn create_generates_secret_client_id_verifier_keys_and_ready_then_steady_s
     assert_eq!(r.keys, "created");
 
     let keys = env
-        .fake
-        .object(SECRETS, "tessera-system", "tessera-keys")
+        .object(SECRETS, "tessera-keys")
+        .await
         .expect("keys Secret");
     let keyset: Value =
         serde_json::from_str(&secret_data(&keys, "keyset.json")).expect("keyset json");
     assert_eq!(keyset["signing"].as_array().map(Vec::len), Some(3));
 
-    let cred = env.fake.object(CREDS, NS, "app").expect("cred");
+    let cred = env.object(CREDS, "app").await.expect("cred");
     assert_eq!(ready(&cred), ("True".into(), "Resolved".into()), "{cred}");
     let client_id = cred["status"]["clientId"]
         .as_str()
@@ -183,8 +270,8 @@ async fn create_generates_secret_client_id_verifier_keys_and_ready_then_steady_s
     assert!(client_id.starts_with("app-"), "{client_id}");
     assert_eq!(cred["status"]["observedGeneration"], 1);
     let secret = env
-        .fake
-        .object(SECRETS, NS, "app-client")
+        .object(SECRETS, "app-client")
+        .await
         .expect("generated Secret");
     assert_eq!(secret_data(&secret, "client_id"), client_id);
     assert_eq!(
@@ -235,29 +322,27 @@ async fn create_generates_secret_client_id_verifier_keys_and_ready_then_steady_s
         )
     );
 
-    let events = env.fake.objects("apis/events.k8s.io/v1/events", Some(NS));
+    let events = env.objects(EVENTS).await;
     assert!(
         events.iter().any(|e| e["reason"] == "SecretGenerated"),
         "{events:?}"
     );
     assert!(events.iter().any(|e| e["reason"] == "Ready"));
 
-    // Steady state: no writes at all.
-    env.fake.reset_requests();
+    // Steady state: no writes at all, as the API server's audit log records it.
+    let mark = env.cp.audit_mark();
     let again = env.op.pass().await;
     assert_eq!((again.writes, again.errors), (0, 0), "{again:?}");
-    let reqs = env.fake.requests();
-    for verb in ["create", "update", "patch", "delete"] {
-        assert_eq!(reqs.get(verb), None, "{verb} in steady state: {reqs:?}");
-    }
+    let writes = env.operator_writes_since(mark).await;
+    assert!(writes.is_empty(), "writes in steady state: {writes:#?}");
 }
 
 #[tokio::test]
 async fn missing_references_are_reported_and_the_others_are_unaffected() {
     let env = env().await;
-    apply_yaml(&env.client, GENERATED).await;
+    apply_yaml(&env, GENERATED).await;
     apply_yaml(
-        &env.client,
+        &env,
         r#"
 apiVersion: tessera.dev/v1alpha1
 kind: Credential
@@ -280,10 +365,10 @@ spec: {policyRef: {name: acl}, secretRef: {name: not-there}}
     let r = env.op.pass().await;
     assert_eq!(r.errors, 0, "{r:?}");
     assert_eq!(
-        ready(&env.fake.object(CREDS, NS, "lost").expect("o")),
+        ready(&env.object(CREDS, "lost").await.expect("o")),
         ("False".into(), "PolicyNotFound".into())
     );
-    let partial = env.fake.object(CREDS, NS, "partial").expect("o");
+    let partial = env.object(CREDS, "partial").await.expect("o");
     assert_eq!(ready(&partial), ("False".into(), "ProxyNotFound".into()));
     let msg = partial["status"]["conditions"][0]["message"]
         .as_str()
@@ -293,20 +378,20 @@ spec: {policyRef: {name: acl}, secretRef: {name: not-there}}
         "{msg}"
     );
     assert_eq!(
-        ready(&env.fake.object(CREDS, NS, "byref").expect("o")),
+        ready(&env.object(CREDS, "byref").await.expect("o")),
         ("False".into(), "SecretNotFound".into())
     );
     assert!(
-        env.fake.object(SECRETS, NS, "not-there").is_none(),
+        env.object(SECRETS, "not-there").await.is_none(),
         "a missing referenced Secret is never invented"
     );
     assert_eq!(
-        ready(&env.fake.object(CREDS, NS, "app").expect("o")),
+        ready(&env.object(CREDS, "app").await.expect("o")),
         ("True".into(), "Resolved".into())
     );
 
     // The referenced Secret appears: its verifier is published and the Credential is Ready.
-    apply_yaml(&env.client, "apiVersion: v1\nkind: Secret\nmetadata: {name: not-there}\nstringData: {client_secret: user-chosen-secret}\n").await;
+    apply_yaml(&env, "apiVersion: v1\nkind: Secret\nmetadata: {name: not-there}\nstringData: {client_secret: user-chosen-secret}\n").await;
     until(&env, "user secret", |w| {
         w.set
             .secrets
@@ -315,11 +400,11 @@ spec: {policyRef: {name: acl}, secretRef: {name: not-there}}
     })
     .await;
     env.op.pass().await;
-    let byref = env.fake.object(CREDS, NS, "byref").expect("o");
+    let byref = env.object(CREDS, "byref").await.expect("o");
     assert_eq!(ready(&byref), ("True".into(), "Resolved".into()));
     let v1 = byref["status"]["secretVerifiers"][0]["verifier"].clone();
     // An edit to the user's Secret takes effect.
-    Api::<Secret>::namespaced(env.client.clone(), NS)
+    Api::<Secret>::namespaced(env.client.clone(), &env.ns)
         .patch(
             "not-there",
             &PatchParams::default(),
@@ -338,7 +423,7 @@ spec: {policyRef: {name: acl}, secretRef: {name: not-there}}
     tokio::time::sleep(Duration::from_millis(50)).await;
     env.op.pass().await;
     let v2 =
-        env.fake.object(CREDS, NS, "byref").expect("o")["status"]["secretVerifiers"][0]["verifier"]
+        env.object(CREDS, "byref").await.expect("o")["status"]["secretVerifiers"][0]["verifier"]
             .clone();
     assert_ne!(v1, v2, "the edited secret has a new verifier");
 }
@@ -346,27 +431,27 @@ spec: {policyRef: {name: acl}, secretRef: {name: not-there}}
 #[tokio::test]
 async fn a_foreign_secret_with_the_generated_name_is_never_overwritten() {
     let env = env().await;
-    apply_yaml(&env.client, "apiVersion: v1\nkind: Secret\nmetadata: {name: app-client}\nstringData: {client_secret: not-ours, other: data}\n").await;
-    apply_yaml(&env.client, GENERATED).await;
+    apply_yaml(&env, "apiVersion: v1\nkind: Secret\nmetadata: {name: app-client}\nstringData: {client_secret: not-ours, other: data}\n").await;
+    apply_yaml(&env, GENERATED).await;
     until(&env, "objects", |w| {
         w.set.credentials.len() == 1 && !w.set.secrets.is_empty()
     })
     .await;
-    let before = env.fake.object(SECRETS, NS, "app-client").expect("s");
+    let before = env.object(SECRETS, "app-client").await.expect("s");
     let r = env.op.pass().await;
     assert_eq!(r.errors, 0, "{r:?}");
-    let cred = env.fake.object(CREDS, NS, "app").expect("o");
+    let cred = env.object(CREDS, "app").await.expect("o");
     assert_eq!(ready(&cred), ("False".into(), "SecretConflict".into()));
     assert!(
         cred["status"].get("secretVerifiers").is_none(),
         "the foreign value must not authenticate: {cred}"
     );
     assert_eq!(
-        env.fake.object(SECRETS, NS, "app-client").expect("s"),
+        env.object(SECRETS, "app-client").await.expect("s"),
         before,
         "untouched"
     );
-    let events = env.fake.objects("apis/events.k8s.io/v1/events", Some(NS));
+    let events = env.objects(EVENTS).await;
     assert!(
         events.iter().any(|e| e["reason"] == "SecretConflict"),
         "{events:?}"
@@ -376,19 +461,19 @@ async fn a_foreign_secret_with_the_generated_name_is_never_overwritten() {
 #[tokio::test]
 async fn deleted_or_corrupted_generated_secrets_are_repaired_with_a_grace_period() {
     let env = env().await;
-    apply_yaml(&env.client, GENERATED).await;
+    apply_yaml(&env, GENERATED).await;
     until(&env, "objects", |w| w.set.credentials.len() == 1).await;
     env.op.pass().await;
     let first = secret_data(
-        &env.fake.object(SECRETS, NS, "app-client").expect("s"),
+        &env.object(SECRETS, "app-client").await.expect("s"),
         "client_secret",
     );
     let v_first =
-        env.fake.object(CREDS, NS, "app").expect("c")["status"]["secretVerifiers"][0]["verifier"]
+        env.object(CREDS, "app").await.expect("c")["status"]["secretVerifiers"][0]["verifier"]
             .clone();
 
     // Corrupt: the value is replaced by garbage.
-    Api::<Secret>::namespaced(env.client.clone(), NS)
+    Api::<Secret>::namespaced(env.client.clone(), &env.ns)
         .patch(
             "app-client",
             &PatchParams::default(),
@@ -407,12 +492,12 @@ async fn deleted_or_corrupted_generated_secrets_are_repaired_with_a_grace_period
     let r = env.op.pass().await;
     assert_eq!(r.errors, 0, "{r:?}");
     let repaired = secret_data(
-        &env.fake.object(SECRETS, NS, "app-client").expect("s"),
+        &env.object(SECRETS, "app-client").await.expect("s"),
         "client_secret",
     );
     assert_eq!(repaired.len(), 43);
     assert_ne!(repaired, first);
-    let cred = env.fake.object(CREDS, NS, "app").expect("c");
+    let cred = env.object(CREDS, "app").await.expect("c");
     let vs = cred["status"]["secretVerifiers"]
         .as_array()
         .expect("verifiers")
@@ -420,7 +505,7 @@ async fn deleted_or_corrupted_generated_secrets_are_repaired_with_a_grace_period
     assert_eq!(vs.len(), 2, "new + previous in grace: {vs:?}");
     assert_eq!(vs[1]["verifier"], v_first);
     assert!(vs[1]["notAfter"].is_string());
-    let events = env.fake.objects("apis/events.k8s.io/v1/events", Some(NS));
+    let events = env.objects(EVENTS).await;
     assert!(
         events
             .iter()
@@ -429,7 +514,7 @@ async fn deleted_or_corrupted_generated_secrets_are_repaired_with_a_grace_period
     );
 
     // Deleted: recreated, and the event says it was a repair.
-    Api::<Secret>::namespaced(env.client.clone(), NS)
+    Api::<Secret>::namespaced(env.client.clone(), &env.ns)
         .delete("app-client", &DeleteParams::default())
         .await
         .expect("delete");
@@ -442,15 +527,13 @@ async fn deleted_or_corrupted_generated_secrets_are_repaired_with_a_grace_period
     .await;
     env.op.pass().await;
     let again = secret_data(
-        &env.fake
-            .object(SECRETS, NS, "app-client")
-            .expect("recreated"),
+        &env.object(SECRETS, "app-client").await.expect("recreated"),
         "client_secret",
     );
     assert_eq!(again.len(), 43);
     assert_ne!(again, repaired);
     // Labels stripped by hand come back without changing the secret.
-    Api::<Secret>::namespaced(env.client.clone(), NS)
+    Api::<Secret>::namespaced(env.client.clone(), &env.ns)
         .patch(
             "app-client",
             &PatchParams::default(),
@@ -469,7 +552,7 @@ async fn deleted_or_corrupted_generated_secrets_are_repaired_with_a_grace_period
     })
     .await;
     env.op.pass().await;
-    let s = env.fake.object(SECRETS, NS, "app-client").expect("s");
+    let s = env.object(SECRETS, "app-client").await.expect("s");
     assert_eq!(s["metadata"]["labels"]["team"], "payments");
     assert_eq!(secret_data(&s, "client_secret"), again);
 }
@@ -477,14 +560,14 @@ async fn deleted_or_corrupted_generated_secrets_are_repaired_with_a_grace_period
 #[tokio::test]
 async fn rotation_on_demand_keeps_the_old_secret_for_the_grace_period() {
     let env = env().await;
-    apply_yaml(&env.client, GENERATED).await;
+    apply_yaml(&env, GENERATED).await;
     until(&env, "objects", |w| w.set.credentials.len() == 1).await;
     env.op.pass().await;
     let old = secret_data(
-        &env.fake.object(SECRETS, NS, "app-client").expect("s"),
+        &env.object(SECRETS, "app-client").await.expect("s"),
         "client_secret",
     );
-    Api::<Credential>::namespaced(env.client.clone(), NS)
+    Api::<Credential>::namespaced(env.client.clone(), &env.ns)
         .patch(
             "app",
             &PatchParams::default(),
@@ -505,14 +588,14 @@ async fn rotation_on_demand_keeps_the_old_secret_for_the_grace_period() {
     .await;
     let r = env.op.pass().await;
     assert_eq!(r.errors, 0, "{r:?}");
-    let s = env.fake.object(SECRETS, NS, "app-client").expect("s");
+    let s = env.object(SECRETS, "app-client").await.expect("s");
     let new = secret_data(&s, "client_secret");
     assert_ne!(new, old);
     assert_eq!(
         s["metadata"]["annotations"]["tessera.dev/rotation-request"],
         "2026-11-22-1"
     );
-    let cred = env.fake.object(CREDS, NS, "app").expect("c");
+    let cred = env.object(CREDS, "app").await.expect("c");
     let vs = cred["status"]["secretVerifiers"]
         .as_array()
         .expect("v")
@@ -527,13 +610,13 @@ async fn rotation_on_demand_keeps_the_old_secret_for_the_grace_period() {
 #[tokio::test]
 async fn deletion_garbage_collects_the_secret_unless_orphaned() {
     let env = env().await;
-    apply_yaml(&env.client, GENERATED).await;
-    apply_yaml(&env.client, "apiVersion: tessera.dev/v1alpha1\nkind: Credential\nmetadata: {name: keep}\nspec: {policyRef: {name: acl}, deletionPolicy: Orphan}\n").await;
+    apply_yaml(&env, GENERATED).await;
+    apply_yaml(&env, "apiVersion: tessera.dev/v1alpha1\nkind: Credential\nmetadata: {name: keep}\nspec: {policyRef: {name: acl}, deletionPolicy: Orphan}\n").await;
     until(&env, "objects", |w| w.set.credentials.len() == 2).await;
     env.op.pass().await;
     let kept = env
-        .fake
-        .object(SECRETS, NS, "keep-client")
+        .object(SECRETS, "keep-client")
+        .await
         .expect("orphanable secret");
     assert!(
         kept["metadata"]
@@ -541,7 +624,7 @@ async fn deletion_garbage_collects_the_secret_unless_orphaned() {
             .is_none_or(|r| r.as_array().is_some_and(Vec::is_empty)),
         "{kept}"
     );
-    let creds = Api::<Credential>::namespaced(env.client.clone(), NS);
+    let creds = Api::<Credential>::namespaced(env.client.clone(), &env.ns);
     creds
         .delete("app", &DeleteParams::default())
         .await
@@ -550,12 +633,19 @@ async fn deletion_garbage_collects_the_secret_unless_orphaned() {
         .delete("keep", &DeleteParams::default())
         .await
         .expect("delete");
+    // The real garbage collector removes the owned Secret, asynchronously.
+    for _ in 0..300 {
+        if env.object(SECRETS, "app-client").await.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
-        env.fake.object(SECRETS, NS, "app-client").is_none(),
-        "owned Secret collected"
+        env.object(SECRETS, "app-client").await.is_none(),
+        "owned Secret collected by the garbage collector"
     );
     assert!(
-        env.fake.object(SECRETS, NS, "keep-client").is_some(),
+        env.object(SECRETS, "keep-client").await.is_some(),
         "Orphan keeps it"
     );
     until(&env, "gone", |w| w.set.credentials.is_empty()).await;
@@ -566,20 +656,20 @@ async fn deletion_garbage_collects_the_secret_unless_orphaned() {
 #[tokio::test]
 async fn a_role_change_updates_status_and_a_spec_change_moves_observed_generation() {
     let env = env().await;
-    apply_yaml(&env.client, GENERATED).await;
-    apply_yaml(&env.client, "apiVersion: tessera.dev/v1alpha1\nkind: Role\nmetadata: {name: r}\nspec: {apiProxies: [orders, missing]}\n").await;
+    apply_yaml(&env, GENERATED).await;
+    apply_yaml(&env, "apiVersion: tessera.dev/v1alpha1\nkind: Role\nmetadata: {name: r}\nspec: {apiProxies: [orders, missing]}\n").await;
     until(&env, "objects", |w| {
         w.set.roles.len() == 1 && w.set.credentials.len() == 1
     })
     .await;
     env.op.pass().await;
     let role = env
-        .fake
-        .object("apis/tessera.dev/v1alpha1/roles", NS, "r")
+        .object("apis/tessera.dev/v1alpha1/roles", "r")
+        .await
         .expect("role");
     assert_eq!(ready(&role).0, "False");
     assert_eq!(role["status"]["scope"], "r");
-    Api::<Credential>::namespaced(env.client.clone(), NS)
+    Api::<Credential>::namespaced(env.client.clone(), &env.ns)
         .patch(
             "app",
             &PatchParams::default(),
@@ -595,14 +685,14 @@ async fn a_role_change_updates_status_and_a_spec_change_moves_observed_generatio
     })
     .await;
     env.op.pass().await;
-    let cred = env.fake.object(CREDS, NS, "app").expect("c");
+    let cred = env.object(CREDS, "app").await.expect("c");
     assert_eq!(cred["status"]["observedGeneration"], 2);
     let t1 = cred["status"]["conditions"][0]["lastTransitionTime"].clone();
     // Nothing changes: lastTransitionTime is kept, nothing written.
     let r = env.op.pass().await;
     assert_eq!(r.writes, 0);
     assert_eq!(
-        env.fake.object(CREDS, NS, "app").expect("c")["status"]["conditions"][0]["lastTransitionTime"],
+        env.object(CREDS, "app").await.expect("c")["status"]["conditions"][0]["lastTransitionTime"],
         t1
     );
 }
@@ -610,65 +700,112 @@ async fn a_role_change_updates_status_and_a_spec_change_moves_observed_generatio
 #[tokio::test]
 async fn a_malformed_keys_secret_is_reported_and_never_replaced() {
     let env = env().await;
-    apply_yaml(&env.client, "apiVersion: v1\nkind: Secret\nmetadata: {name: tessera-keys, namespace: tessera-system}\nstringData: {keyset.json: '{\"version\": 1, \"signing\": []'}\n").await;
-    apply_yaml(&env.client, GENERATED).await;
+    apply_yaml(&env, "apiVersion: v1\nkind: Secret\nmetadata: {name: tessera-keys}\nstringData: {keyset.json: '{\"version\": 1, \"signing\": []'}\n").await;
+    apply_yaml(&env, GENERATED).await;
     until(&env, "objects", |w| w.set.credentials.len() == 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let before = env
-        .fake
-        .object(SECRETS, "tessera-system", "tessera-keys")
-        .expect("keys");
+    let before = env.object(SECRETS, "tessera-keys").await.expect("keys");
     let r = env.op.pass().await;
     assert!(r.keys.contains("not valid JSON"), "{r:?}");
     assert_eq!(r.writes, 0);
     assert_eq!(
-        env.fake
-            .object(SECRETS, "tessera-system", "tessera-keys")
-            .expect("keys"),
+        env.object(SECRETS, "tessera-keys").await.expect("keys"),
         before
     );
     assert!(
-        env.fake.object(SECRETS, NS, "app-client").is_none(),
+        env.object(SECRETS, "app-client").await.is_none(),
         "nothing reconciled without a trusted key"
     );
     let h = env.op.health();
     assert!(h.lock().expect("h").keys.contains("not valid JSON"));
 }
 
+/// The operator's view of the key set is stale (its watch is cut, as during an API outage)
+/// while another writer changes the Secret and a rotation falls due: its write conflicts, it
+/// re-reads the Secret from the API and rotates from that, once, in the same pass (issue 20:
+/// it used to retry against the stale cache until its watch resumed).
 #[tokio::test]
-async fn a_stale_key_set_write_conflicts_instead_of_minting_a_second_key() {
-    let env = env().await;
-    env.op.pass().await;
-    let keys = env
-        .fake
-        .object(SECRETS, "tessera-system", "tessera-keys")
-        .expect("keys");
-    let api: Api<Secret> = Api::namespaced(env.client.clone(), "tessera-system");
-    let mut stale: Secret = serde_json::from_value(keys.clone()).expect("secret");
-    // Another writer gets there first.
+async fn a_key_set_write_on_a_stale_cache_conflicts_re_reads_and_rotates_once() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "op-stale").await;
+    let proxy = tessera_control_plane::Proxy::start(cp.address()).await;
+    let op_client = tessera_control_plane::client_from_yaml(&cp.kubeconfig_yaml_via(
+        &proxy,
+        OPERATOR_USER,
+        &["system:masters"],
+    ))
+    .await;
+    let mut cfg = config(vec![ns.clone()], &ns);
+    cfg.key_rotation = Some(Duration::from_secs(4));
+    cfg.key_prepublish = Duration::from_secs(1);
+    let op = Operator::start(op_client, cfg, Arc::new(Metrics::default()));
+    op.wait_synced().await;
+    assert_eq!(op.pass().await.keys, "created");
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let keyset = async || -> Value {
+        let s = api.get(KEYS).await.expect("keys");
+        serde_json::from_slice(&s.data.expect("data")["keyset.json"].0).expect("json")
+    };
+    let signing = |k: &Value| k["signing"].as_array().map_or(0, Vec::len);
+    let first = keyset().await;
+    assert_eq!(signing(&first), 3);
+    // Wait until the operator's cache has the Secret it wrote, then cut its watch.
+    for _ in 0..100 {
+        if op.pass().await.keys == "unchanged" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.set_down(true);
+    // Another writer changes the Secret meanwhile: the operator's copy is now stale.
     api.patch(
-        "tessera-keys",
+        KEYS,
         &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        &Patch::Merge(json!({"metadata": {"labels": {"touched-by": "someone-else"}}})),
     )
     .await
-    .expect("bump");
-    stale.metadata.annotations = Some([("a".to_owned(), "b".to_owned())].into());
-    let err = api
-        .replace("tessera-keys", &PostParams::default(), &stale)
-        .await
-        .expect_err("stale write");
-    assert!(
-        matches!(err, kube::Error::Api(ref s) if s.code == 409),
-        "{err:?}"
+    .expect("another writer");
+    // The rotation falls due (4 s interval, 1 s prepublication).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    proxy.set_down(false);
+    let mark = cp.audit_mark();
+    let r = op.pass().await;
+    assert_eq!(r.errors, 0, "{r:?}");
+    assert!(r.keys.contains("added"), "rotated in the same pass: {r:?}");
+    let writes: Vec<_> = {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cp.audit_since(mark)
+            .into_iter()
+            .filter(|e| {
+                e.user == OPERATOR_USER
+                    && e.namespace == ns
+                    && e.resource == "secrets"
+                    && e.name == KEYS
+            })
+            .map(|e| (e.verb, e.code))
+            .collect()
+    };
+    assert_eq!(
+        writes,
+        [
+            ("update".to_owned(), 409),
+            ("get".to_owned(), 200),
+            ("update".to_owned(), 200)
+        ],
+        "a stale write, a re-read, one successful write"
     );
+    // One new key per algorithm, not two.
+    assert_eq!(signing(&keyset().await), 6);
 }
 
 #[tokio::test]
 async fn every_example_reconciles_to_ready() {
-    let env = env().await;
-    let mut n = 0;
-    for folder in [
+    const FOLDERS: usize = 10;
+    let (env, namespaces) = env_watching(FOLDERS).await;
+    let (mut n, mut secrets) = (0, 0);
+    for (folder, example_ns) in [
         "quickstart",
         "client-credentials-jwt",
         "policy-managed-proxy",
@@ -679,8 +816,10 @@ async fn every_example_reconciles_to_ready() {
         "opaque-introspection",
         "mtls-bound",
         "legacy-gateway-compat",
-    ] {
-        let fake_ns = folder.to_owned();
+    ]
+    .into_iter()
+    .zip(&namespaces)
+    {
         // Each example in its own namespace, as a user would apply it.
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../examples")
@@ -703,23 +842,31 @@ async fn every_example_reconciles_to_ready() {
                         &mut o.metadata
                     }
                     Resource::Role(o) => &mut o.metadata,
-                    Resource::Secret(o) => &mut o.metadata,
+                    Resource::Secret(o) => {
+                        secrets += 1;
+                        &mut o.metadata
+                    }
                     Resource::ConfigMap(o) => &mut o.metadata,
                 };
-                meta.namespace = Some(fake_ns.clone());
-                create(&env.client, r).await;
+                meta.namespace = Some(example_ns.clone());
+                create(&env.client, example_ns, r).await;
             }
         }
     }
-    until(&env, "all credentials", |w| w.set.credentials.len() == n).await;
+    until(&env, "all credentials and secrets", |w| {
+        w.set.credentials.len() == n && w.set.secrets.len() >= secrets
+    })
+    .await;
     let r = env.op.pass().await;
     assert_eq!(r.errors, 0, "{r:?}");
     let mut not_ready = Vec::new();
     for col in ["credentials", "apiproxies", "authpolicies", "roles"] {
-        for o in env
-            .fake
-            .objects(&format!("apis/tessera.dev/v1alpha1/{col}"), None)
-        {
+        let path = format!("apis/tessera.dev/v1alpha1/{col}");
+        let mut all = Vec::new();
+        for ns in &namespaces {
+            all.extend(env.objects_in(&path, ns).await);
+        }
+        for o in all {
             if ready(&o).0 != "True" {
                 not_ready.push(format!(
                     "{col} {}/{}: {:?}",
@@ -733,9 +880,9 @@ async fn every_example_reconciles_to_ready() {
     assert_eq!(r.writes, 0, "steady state after the examples");
 }
 
-fn lease_cfg(identity: &str) -> tessera_operator::lease::LeaseConfig {
+fn lease_cfg(ns: &str, identity: &str) -> tessera_operator::lease::LeaseConfig {
     tessera_operator::lease::LeaseConfig {
-        namespace: "tessera-system".into(),
+        namespace: ns.into(),
         name: "tessera-operator".into(),
         identity: identity.into(),
         duration: Duration::from_secs(2),
@@ -746,23 +893,24 @@ fn lease_cfg(identity: &str) -> tessera_operator::lease::LeaseConfig {
 #[tokio::test]
 async fn leader_hand_over_never_has_two_leaders_and_a_standby_takes_over_within_the_lease() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let fake = FakeApiServer::start().await.expect("fake");
-    let client = fake.client().expect("client");
-    let api = || Api::namespaced(client.clone(), "tessera-system");
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "op-lease").await;
+    let api = || Api::namespaced(client.clone(), &ns);
     let (a_tx, a) = tokio::sync::watch::channel(false);
     let (b_tx, b) = tokio::sync::watch::channel(false);
     let (stop_a_tx, stop_a) = tokio::sync::watch::channel(false);
     let (_stop_b_tx, stop_b) = tokio::sync::watch::channel(false);
     let task_a = tokio::spawn(tessera_operator::lease::run(
         api(),
-        lease_cfg("a"),
+        lease_cfg(&ns, "a"),
         a_tx,
         stop_a,
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _task_b = tokio::spawn(tessera_operator::lease::run(
         api(),
-        lease_cfg("b"),
+        lease_cfg(&ns, "b"),
         b_tx,
         stop_b,
     ));
@@ -785,22 +933,21 @@ async fn leader_hand_over_never_has_two_leaders_and_a_standby_takes_over_within_
         took <= Duration::from_millis(2600),
         "took {took:?}, lease is 2s"
     );
-    let lease = fake
-        .object(
-            "apis/coordination.k8s.io/v1/leases",
-            "tessera-system",
-            "tessera-operator",
-        )
-        .expect("lease");
-    assert_eq!(lease["spec"]["holderIdentity"], "b");
-    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), &ns)
+        .get("tessera-operator")
+        .await
+        .expect("lease")
+        .spec
+        .expect("spec");
+    assert_eq!(lease.holder_identity.as_deref(), Some("b"));
+    assert_eq!(lease.lease_transitions, Some(1));
 
     // A graceful shutdown releases at once: c takes over without waiting for expiry.
     let (c_tx, c) = tokio::sync::watch::channel(false);
     let (_stop_c_tx, stop_c) = tokio::sync::watch::channel(false);
     let _task_c = tokio::spawn(tessera_operator::lease::run(
         api(),
-        lease_cfg("c"),
+        lease_cfg(&ns, "c"),
         c_tx,
         stop_c,
     ));
@@ -824,23 +971,27 @@ async fn a_follower_keeps_its_caches_warm_and_writes_nothing_until_it_leads() {
     let (leader_tx, leader) = tokio::sync::watch::channel(false);
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     let health = env.op.health();
-    let Env { fake, client, op } = env;
+    let mark = env.cp.audit_mark();
+    apply_yaml(&env, GENERATED).await;
+    let Env { cp, client, ns, op } = env;
     let run = tokio::spawn(op.run(leader, stop));
-    apply_yaml(&client, GENERATED).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let follower_writes = writes_since(cp, OPERATOR_USER, &ns, mark).await;
     assert!(
-        fake.object(SECRETS, NS, "app-client").is_none(),
-        "a follower wrote"
+        follower_writes.is_empty(),
+        "a follower wrote: {follower_writes:#?}"
     );
     assert!(
-        fake.object(SECRETS, "tessera-system", "tessera-keys")
+        get_object(&client, &ns, SECRETS, "app-client")
+            .await
             .is_none()
     );
+    assert!(get_object(&client, &ns, SECRETS, KEYS).await.is_none());
     assert!(health.lock().expect("h").synced);
     leader_tx.send(true).expect("lead");
     let start = std::time::Instant::now();
-    while fake
-        .object(CREDS, NS, "app")
+    while get_object(&client, &ns, CREDS, "app")
+        .await
         .is_none_or(|c| ready(&c).0 != "True")
     {
         assert!(
@@ -849,6 +1000,10 @@ async fn a_follower_keeps_its_caches_warm_and_writes_nothing_until_it_leads() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(fake.object(SECRETS, NS, "app-client").is_some());
+    assert!(
+        get_object(&client, &ns, SECRETS, "app-client")
+            .await
+            .is_some()
+    );
     run.abort();
 }

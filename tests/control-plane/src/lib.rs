@@ -19,6 +19,7 @@
 pub mod audit;
 pub mod pki;
 pub mod process;
+pub mod proxy;
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
@@ -32,6 +33,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use audit::AuditEvent;
+pub use proxy::Proxy;
 
 /// The user of [`ControlPlane::client`]: a member of `system:masters`.
 pub const ADMIN: &str = "tessera-test-admin";
@@ -213,6 +215,26 @@ impl ControlPlane {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .position(|p| p.name == name)
+    }
+
+    /// The API server's `host:port`, for a [`Proxy`] in front of it.
+    pub fn address(&self) -> String {
+        self.server.trim_start_matches("https://").to_owned()
+    }
+
+    /// A kubeconfig (YAML) for `user` in `groups` that reaches the API server through `proxy`
+    /// (the serving certificate names 127.0.0.1, so TLS still verifies).
+    pub fn kubeconfig_yaml_via(&self, proxy: &Proxy, user: &str, groups: &[&str]) -> String {
+        let pem = self
+            .ca
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .client(user, groups);
+        kubeconfig(
+            &format!("https://{}", proxy.addr),
+            &self.ca_pem,
+            Credentials::Cert(&pem),
+        )
     }
 
     /// The tail of a binary's log (`etcd`, `kube-apiserver`, `kube-controller-manager`).
@@ -458,6 +480,10 @@ fn start(options: &Options) -> ControlPlane {
         },
     );
     procs.push(api);
+    // Before the controller manager starts: its garbage collector discovers the resources it
+    // watches at start and then only every 30 s, so CRDs installed later would not be collected
+    // for up to half a minute.
+    rt.block_on(install_crds(&client));
 
     let mut kcm = Supervised::start(
         "kube-controller-manager",
@@ -495,6 +521,53 @@ fn start(options: &Options) -> ControlPlane {
         ca: Mutex::new(ca),
         procs: Mutex::new(procs),
         _cleanup: cleanup,
+    }
+}
+
+/// Tessera's CRDs (`crds/*.yaml`), server-side applied; returns once the API server serves
+/// every one of them (condition `Established`).
+async fn install_crds(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let dir = root().join("../../crds");
+    let mut names = Vec::new();
+    for f in std::fs::read_dir(&dir).expect("crds/").flatten() {
+        let path = f.path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read CRD");
+        let crd: CustomResourceDefinition =
+            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let name = crd.metadata.name.clone().expect("name");
+        api.patch(
+            &name,
+            &kube::api::PatchParams::apply("tessera-tests").force(),
+            &kube::api::Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying CRD {name} from {}: {e}", path.display()));
+        names.push(name);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for name in names {
+        loop {
+            let established = api.get(&name).await.ok().is_some_and(|c| {
+                c.status
+                    .and_then(|s| s.conditions)
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if established {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "CRD {name} never became Established"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -17,6 +17,8 @@ exec 3<&0
 pid=$!
 # The watcher: EOF on stdin (the test process is gone) stops the binary.
 (
+  # Survive a signal to the whole process group (Ctrl-C, `timeout`) long enough to escalate.
+  trap '' TERM INT HUP
   cat <&3 >/dev/null
   kill -TERM "$pid" 2>/dev/null
   for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || exit 0; sleep 0.5; done
