@@ -1,22 +1,22 @@
-//! The end-to-end harness: a cluster (a real one from `TESSERA_E2E_KUBECONFIG`, else the
-//! in-process fake API server), a TCP proxy between the binaries and its API server (cutting it
-//! is how the suite makes the API server unreachable, the same way for both), the shipped
-//! binaries as child processes, and small HTTP helpers. The scenarios are in `e2e.rs`.
+//! The end-to-end harness: a real API server (the test control plane built from the Go modules
+//! in `tests/control-plane`, or any cluster named by `TESSERA_E2E_KUBECONFIG`), a TCP proxy
+//! between the binaries and it (cutting it is how the suite makes the API server unreachable),
+//! the shipped binaries as child processes, and small HTTP helpers. The scenarios are in
+//! `e2e.rs`.
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tessera_fake_apiserver::FakeApiServer;
+pub use tessera_control_plane::{ControlPlane, Proxy};
 
-/// The environment variable naming a real cluster's kubeconfig.
+/// The environment variable naming another cluster's kubeconfig (default: the test control
+/// plane).
 pub const KUBECONFIG_ENV: &str = "TESSERA_E2E_KUBECONFIG";
 
 /// Field manager of the suite's own writes.
@@ -28,8 +28,8 @@ pub struct Cluster {
     pub admin: kube::Client,
     /// The kubeconfig the binaries' kubeconfigs are derived from.
     kubeconfig: Kubeconfig,
-    /// The fake, when there is no real cluster.
-    pub fake: Option<FakeApiServer>,
+    /// The test control plane, unless `TESSERA_E2E_KUBECONFIG` names another cluster.
+    pub control_plane: Option<&'static ControlPlane>,
     /// Names of what this run creates start with this (fresh namespaces, no clash with others).
     pub prefix: String,
     /// Where logs and kubeconfigs go.
@@ -38,12 +38,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// True when a real cluster is configured.
-    pub fn real_configured() -> bool {
-        std::env::var_os(KUBECONFIG_ENV).is_some_and(|v| !v.is_empty())
-    }
-
-    /// Connects to the real cluster (and installs the CRDs there) or starts the fake.
+    /// Connects to the cluster named by `TESSERA_E2E_KUBECONFIG` (and installs the CRDs there),
+    /// else to the test control plane (started on first use, CRDs installed).
     pub async fn connect(label: &str) -> Cluster {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let nonce = std::time::SystemTime::now()
@@ -53,7 +49,7 @@ impl Cluster {
         let prefix = format!("te2e-{label}-{:06x}", nonce & 0xff_ffff);
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let (admin, kubeconfig, fake) = match std::env::var_os(KUBECONFIG_ENV) {
+        let (admin, kubeconfig, control_plane) = match std::env::var_os(KUBECONFIG_ENV) {
             Some(path) if !path.is_empty() => {
                 let kc = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
                     panic!("{KUBECONFIG_ENV}={}: {e}", Path::new(&path).display())
@@ -67,47 +63,39 @@ impl Cluster {
                 (client, kc, None)
             }
             _ => {
-                let fake = FakeApiServer::start().await.expect("fake API server");
-                let kc = Kubeconfig::from_yaml(&fake.kubeconfig()).expect("fake kubeconfig");
-                (fake.client().expect("client"), kc, Some(fake))
+                let cp = ControlPlane::shared();
+                let kc = Kubeconfig::read_from(cp.admin_kubeconfig()).expect("admin kubeconfig");
+                (cp.client().await, kc, Some(cp))
             }
         };
         eprintln!(
             "e2e: {} (names start with {prefix}; logs in {})",
-            if fake.is_some() {
-                "in-process fake API server"
-            } else {
-                "real cluster"
+            match control_plane {
+                Some(cp) => format!("test control plane {}", cp.server),
+                None => format!("the cluster in {KUBECONFIG_ENV}"),
             },
             dir.display()
         );
         Cluster {
             admin,
             kubeconfig,
-            fake,
+            control_plane,
             prefix,
             dir,
             namespaces: Mutex::default(),
         }
     }
 
-    /// True against a real cluster.
-    pub fn is_real(&self) -> bool {
-        self.fake.is_none()
-    }
-
     /// A fresh namespace `<prefix>-<suffix>`, deleted when the cluster handle drops.
     pub async fn namespace(&self, suffix: &str) -> String {
         let name = format!("{}-{suffix}", self.prefix);
         assert!(name.len() <= 63, "namespace name {name} is too long");
-        if self.is_real() {
-            let ns: Namespace =
-                serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
-            Api::<Namespace>::all(self.admin.clone())
-                .create(&PostParams::default(), &ns)
-                .await
-                .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
-        }
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
+        Api::<Namespace>::all(self.admin.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
         self.namespaces
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -150,6 +138,19 @@ impl Cluster {
             .find(|c| c["name"] == cluster_name)
             .map(|c| c["cluster"].clone())
             .expect("the current context's cluster")
+    }
+
+    /// The admin kubeconfig file (for helm).
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        let path = self.dir.join("admin.kubeconfig");
+        if !path.exists() {
+            std::fs::write(
+                &path,
+                serde_json::to_vec_pretty(&self.kubeconfig).expect("json"),
+            )
+            .expect("write kubeconfig");
+        }
+        path
     }
 
     /// Starts a proxy to the API server for the binaries.
@@ -196,11 +197,8 @@ impl Cluster {
         path
     }
 
-    /// Deletes what this run created (real cluster only).
+    /// Deletes what this run created.
     pub async fn cleanup(&self) {
-        if !self.is_real() {
-            return;
-        }
         let names = std::mem::take(&mut *self.namespaces.lock().unwrap_or_else(|e| e.into_inner()));
         for n in names {
             let _ = Api::<Namespace>::all(self.admin.clone())
@@ -268,76 +266,6 @@ where
         }
         assert!(start.elapsed() < limit, "timed out after {limit:?}: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A TCP proxy on loopback. Cutting it closes every open connection and refuses new ones:
-/// to the binaries behind it, the API server is gone.
-pub struct Proxy {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    down: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-        self.cut_all();
-    }
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let down = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (d, c) = (down.clone(), conns.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if d.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let upstream = upstream.clone();
-                let h = tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-                c.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(h.abort_handle());
-            }
-        });
-        Proxy {
-            addr,
-            down,
-            conns,
-            task,
-        }
-    }
-
-    fn cut_all(&self) {
-        for h in self
-            .conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            h.abort();
-        }
-    }
-
-    /// Makes the API server unreachable through this proxy, or reachable again.
-    pub fn set_down(&self, down: bool) {
-        self.down.store(down, Ordering::SeqCst);
-        if down {
-            self.cut_all();
-        }
     }
 }
 

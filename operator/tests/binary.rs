@@ -1,18 +1,33 @@
-//! The shipped `operator run` binary against the fake API server: it connects with a kubeconfig,
+//! The shipped `operator run` binary against the real control plane: it connects with a kubeconfig,
 //! takes the Lease, writes the key set and statuses, serves its admin endpoints, and releases the
 //! Lease on SIGTERM.
 
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
 use std::time::{Duration, Instant};
-use tessera_fake_apiserver::FakeApiServer;
+use tessera_control_plane::ControlPlane;
 
 #[tokio::test]
 async fn operator_run_reconciles_serves_health_and_releases_the_lease_on_sigterm() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let fake = FakeApiServer::start().await.expect("fake");
-    let dir = std::env::temp_dir().join(format!("tessera-op-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, fake.kubeconfig()).expect("write");
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "op-bin").await;
+    let kubeconfig = cp.kubeconfig_file(
+        "operator-binary",
+        "tessera-operator-binary",
+        &["system:masters"],
+    );
+    let leases = Api::<Lease>::namespaced(client.clone(), &ns);
+    let holder = async || {
+        leases
+            .get("tessera-operator")
+            .await
+            .expect("lease")
+            .spec
+            .and_then(|s| s.holder_identity)
+    };
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -27,6 +42,10 @@ async fn operator_run_reconciles_serves_health_and_releases_the_lease_on_sigterm
             "op-1",
             "--lease-duration",
             "3s",
+            "--namespace",
+            &ns,
+            "--namespaces",
+            &ns,
         ])
         .env("KUBECONFIG", &kubeconfig)
         .env_remove("POD_NAMESPACE")
@@ -34,8 +53,11 @@ async fn operator_run_reconciles_serves_health_and_releases_the_lease_on_sigterm
         .spawn()
         .expect("spawn");
     let start = Instant::now();
-    while fake
-        .object("api/v1/secrets", "tessera-system", "tessera-keys")
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    while secrets
+        .get_opt("tessera-keys")
+        .await
+        .expect("get")
         .is_none()
     {
         assert!(
@@ -44,14 +66,7 @@ async fn operator_run_reconciles_serves_health_and_releases_the_lease_on_sigterm
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let lease = fake
-        .object(
-            "apis/coordination.k8s.io/v1/leases",
-            "tessera-system",
-            "tessera-operator",
-        )
-        .expect("lease");
-    assert_eq!(lease["spec"]["holderIdentity"], "op-1");
+    assert_eq!(holder().await.as_deref(), Some("op-1"));
     let http = reqwest::Client::new();
     let ready = http
         .get(format!("http://127.0.0.1:{port}/readyz"))
@@ -94,20 +109,7 @@ async fn operator_run_reconciles_serves_health_and_releases_the_lease_on_sigterm
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(code.success(), "{code:?}");
-    let lease = fake
-        .object(
-            "apis/coordination.k8s.io/v1/leases",
-            "tessera-system",
-            "tessera-operator",
-        )
-        .expect("lease");
-    assert!(
-        lease["spec"]
-            .get("holderIdentity")
-            .is_none_or(serde_json::Value::is_null),
-        "released: {lease}"
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(holder().await, None, "released on SIGTERM");
 }
 
 #[test]
