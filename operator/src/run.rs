@@ -685,6 +685,16 @@ impl Operator {
         if let Err(e) = self.recorder.publish(&ev, &reference).await {
             self.metrics.error("event");
             tracing::debug!(error = %e, "publishing an Event failed");
+            // Events are often the first write a terminating namespace refuses (a Credential's
+            // status patch still succeeds): stop writing there too.
+            if backoff::is_namespace_terminating(&e)
+                && let Some(ns) = &meta.namespace
+            {
+                self.backoff
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .terminating(ns, Timestamp::now());
+            }
         }
     }
 
