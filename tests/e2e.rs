@@ -51,32 +51,6 @@ fn examples() -> Vec<(String, PathBuf)> {
     out
 }
 
-async fn create(client: &kube::Client, ns: &str, r: Resource) {
-    let pp = PostParams {
-        field_manager: Some(MANAGER.into()),
-        ..Default::default()
-    };
-    macro_rules! go {
-        ($t:ty, $o:expr) => {{
-            let mut o = $o;
-            o.metadata.namespace = Some(ns.to_owned());
-            let name = o.metadata.name.clone().unwrap_or_default();
-            Api::<$t>::namespaced(client.clone(), ns)
-                .create(&pp, &o)
-                .await
-                .unwrap_or_else(|e| panic!("creating {ns}/{name}: {e}"));
-        }};
-    }
-    match r {
-        Resource::ApiProxy(o) => go!(tessera_crds::ApiProxy, o),
-        Resource::AuthPolicy(o) => go!(tessera_crds::AuthPolicy, o),
-        Resource::Credential(o) => go!(Credential, o),
-        Resource::Role(o) => go!(Role, o),
-        Resource::Secret(o) => go!(Secret, o),
-        Resource::ConfigMap(o) => go!(k8s_openapi::api::core::v1::ConfigMap, o),
-    }
-}
-
 /// What `apply_examples` created.
 struct Applied {
     /// example folder → its namespace.

@@ -5,6 +5,7 @@
 //! `e2e.rs`.
 
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -14,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 pub use tessera_control_plane::{ControlPlane, Proxy};
+use tessera_crds::manifest::{Resource, parse};
+use tessera_crds::{Credential, Role};
 
 /// The environment variable naming another cluster's kubeconfig (default: the test control
 /// plane).
@@ -38,9 +41,18 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Connects to `cp` (a control plane of the test's own, e.g. one without a watch cache).
+    pub async fn connect_to(cp: &'static ControlPlane, label: &str) -> Cluster {
+        Cluster::connect_inner(label, Some(cp)).await
+    }
+
     /// Connects to the cluster named by `TESSERA_E2E_KUBECONFIG` (and installs the CRDs there),
     /// else to the test control plane (started on first use, CRDs installed).
     pub async fn connect(label: &str) -> Cluster {
+        Cluster::connect_inner(label, None).await
+    }
+
+    async fn connect_inner(label: &str, own: Option<&'static ControlPlane>) -> Cluster {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -50,6 +62,11 @@ impl Cluster {
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let (admin, kubeconfig, control_plane) = match std::env::var_os(KUBECONFIG_ENV) {
+            _ if own.is_some() => {
+                let cp = own.expect("own control plane");
+                let kc = Kubeconfig::read_from(cp.admin_kubeconfig()).expect("admin kubeconfig");
+                (cp.client().await, kc, Some(cp))
+            }
             Some(path) if !path.is_empty() => {
                 let kc = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
                     panic!("{KUBECONFIG_ENV}={}: {e}", Path::new(&path).display())
@@ -250,6 +267,54 @@ async fn install_crds(client: &kube::Client) {
             },
         )
         .await;
+    }
+}
+
+/// Creates `r` in `ns` with the suite's field manager.
+pub async fn create(client: &kube::Client, ns: &str, r: Resource) {
+    let pp = PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    macro_rules! go {
+        ($t:ty, $o:expr) => {{
+            let mut o = $o;
+            o.metadata.namespace = Some(ns.to_owned());
+            let name = o.metadata.name.clone().unwrap_or_default();
+            Api::<$t>::namespaced(client.clone(), ns)
+                .create(&pp, &o)
+                .await
+                .unwrap_or_else(|e| panic!("creating {ns}/{name}: {e}"));
+        }};
+    }
+    match r {
+        Resource::ApiProxy(o) => go!(tessera_crds::ApiProxy, o),
+        Resource::AuthPolicy(o) => go!(tessera_crds::AuthPolicy, o),
+        Resource::Credential(o) => go!(Credential, o),
+        Resource::Role(o) => go!(Role, o),
+        Resource::Secret(o) => go!(Secret, o),
+        Resource::ConfigMap(o) => go!(k8s_openapi::api::core::v1::ConfigMap, o),
+    }
+}
+
+/// Creates every object of the manifests in `dir` (Secrets first, as a user following an
+/// example's README would) in `ns`.
+pub async fn create_example(client: &kube::Client, ns: &str, dir: &Path) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("example folder")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort_by_key(|p| !p.ends_with("secrets.yaml"));
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read");
+        for r in parse(&text, &f.display().to_string())
+            .expect("parse")
+            .resources
+        {
+            create(client, ns, r).await;
+        }
     }
 }
 

@@ -1123,7 +1123,10 @@ async fn a_deleted_namespace_is_not_repaired_at_full_speed() {
     let mut by_kind = std::collections::BTreeMap::<String, usize>::new();
     for w in &writes {
         *by_kind
-            .entry(format!("{} {}/{} {}", w.verb, w.resource, w.subresource, w.code))
+            .entry(format!(
+                "{} {}/{} {}",
+                w.verb, w.resource, w.subresource, w.code
+            ))
             .or_default() += 1;
     }
     eprintln!("namespace deletion: writes by kind {by_kind:?}");

@@ -167,6 +167,55 @@ pub struct Watched<'a> {
     pub secrets_and_config_maps: bool,
 }
 
+/// How a watch retries after an error: exponential from 200 ms, capped at 5 s, jittered down to
+/// half of each step. kube-runtime's default caps at 30 s, so after an outage two replicas
+/// could learn of a change up to 30 s apart, and a validator fetching the JWKS from the laggard
+/// would lack a key the other one already signs with (issue 20). With the cap, every replica
+/// reconnects within 5 s of the API server's return, well inside a key's prepublication window
+/// (the operator's default is 30 min) on top of the per-replica hold-back
+/// ([`KeySet::hold_back`]). The cost is one request per watch every 5 s during an outage.
+struct WatchBackoff {
+    next: Duration,
+    rng: aws_lc_rs::rand::SystemRandom,
+}
+
+impl WatchBackoff {
+    const MIN: Duration = Duration::from_millis(200);
+    const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self {
+            next: Self::MIN,
+            rng: aws_lc_rs::rand::SystemRandom::new(),
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        use aws_lc_rs::rand::SecureRandom as _;
+        let step = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        let mut b = [0u8; 1];
+        let jitter = if self.rng.fill(&mut b).is_ok() {
+            f64::from(b[0]) / 255.0
+        } else {
+            1.0
+        };
+        Some(step.mul_f64(0.5 + 0.5 * jitter))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+}
+
 /// Starts a watch cache (reflector) on `api`, waking `changed` on every event; the task retries
 /// with backoff on errors and keeps the cache's contents meanwhile.
 fn cache<K>(
@@ -180,7 +229,7 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, wc).default_backoff());
+    let stream = reflector::reflector(writer, watcher(api, wc).backoff(WatchBackoff::default()));
     tasks.push(tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
@@ -450,5 +499,22 @@ impl KubeSource {
                 _ = tokio::time::sleep(next_key_change) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_backoff_grows_to_its_cap_jittered_and_resets() {
+        use kube::runtime::utils::Backoff as _;
+        let mut b = WatchBackoff::default();
+        let steps: Vec<Duration> = (&mut b).take(12).collect();
+        assert!(steps[0] >= WatchBackoff::MIN / 2 && steps[0] <= WatchBackoff::MIN);
+        assert!(steps.iter().all(|d| *d <= WatchBackoff::MAX), "{steps:?}");
+        assert!(steps[11] >= WatchBackoff::MAX / 2, "{steps:?}");
+        b.reset();
+        assert!(b.next().expect("step") <= WatchBackoff::MIN);
     }
 }
