@@ -619,8 +619,35 @@ impl Operator {
                     self.metrics
                         .error(if conflict { "conflict" } else { "api" });
                     let terminating = backoff::is_namespace_terminating(&e);
+                    let forbidden =
+                        !terminating && matches!(&e, kube::Error::Api(s) if s.code == 403);
+                    if forbidden {
+                        // RBAC refused it: say so on the object, where `kubectl describe` shows
+                        // it, not only in the operator's log (the pass goes on with the others).
+                        tracing::warn!(object = %o.object, write = w.verb(), error = %e, "forbidden by RBAC; check the operator's Role");
+                        let meta = ObjectMeta {
+                            name: Some(o.object.name.to_string()),
+                            namespace: Some(o.object.namespace.to_string()),
+                            uid: o.uid.clone(),
+                            ..Default::default()
+                        };
+                        self.event(
+                            &meta,
+                            o.object.kind.as_str(),
+                            plan::API_VERSION,
+                            true,
+                            "Forbidden",
+                            &format!(
+                                "the API server refused the operator's {} write: {e}; grant it in the operator's Role (README: RBAC the chart grants)",
+                                w.verb()
+                            ),
+                        )
+                        .await;
+                    }
                     if conflict {
                         tracing::debug!(object = %o.object, write = w.verb(), "conflict; the next pass re-plans");
+                    } else if forbidden {
+                        // Logged and recorded above.
                     } else if terminating {
                         tracing::info!(object = %o.object, "namespace is being deleted; no writes there for a while");
                     } else {
