@@ -625,8 +625,16 @@ async fn deletion_and_garbage_collection(s: &Stack) {
 async fn key_rotation_with_prepublication(s: &Stack) {
     let iw = ("invoice-worker", "invoice-worker-demo-secret");
     let signer = |i: usize| async move { kid(&s.cc(i, iw).await.str("access_token")) };
-    let mut seen = vec![signer(0).await];
-    // Wait for a JWKS that publishes a key no token has been signed with yet.
+    // Every key published now (signing, retiring, or already waiting) is old: wait for a JWKS
+    // that publishes a key added after this point, before it signs.
+    let mut seen: Vec<String> = s
+        .jwks(1)
+        .await
+        .keys
+        .iter()
+        .filter_map(|k| k.common.key_id.clone())
+        .collect();
+    seen.push(signer(0).await);
     let start = Instant::now();
     let (before, next) = loop {
         let jwks = s.jwks(1).await;
