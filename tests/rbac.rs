@@ -123,13 +123,19 @@ async fn a_missing_rbac_rule_is_reported_on_the_object_and_in_readiness_not_a_cr
         forbidden.as_millis()
     );
     // Readiness reports it; the process keeps running; the other Credential is reconciled.
-    let body = get_json(&http, &readyz).await.body;
-    assert!(
-        body["lastError"]
-            .as_str()
-            .is_some_and(|e| e.contains("forbidden")),
-        "readiness names the refusal: {body}"
-    );
+    eventually(
+        Duration::from_secs(20),
+        "readiness names the refusal",
+        || {
+            let (http, readyz) = (http.clone(), readyz.clone());
+            async move {
+                get_json(&http, &readyz).await.body["lastError"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("forbidden"))
+            }
+        },
+    )
+    .await;
     let creds = Api::<tessera_crds::Credential>::namespaced(cluster.admin.clone(), &app);
     eventually(
         Duration::from_secs(20),

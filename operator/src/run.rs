@@ -563,12 +563,16 @@ impl Operator {
         self.metrics
             .pass_seconds
             .observe(started.elapsed().as_secs_f64());
-        let writes = report.writes;
+        let (writes, deferred) = (report.writes, report.deferred);
         self.set_health(|h| {
             h.passes += 1;
             h.last_pass = Some(Timestamp::now().to_string());
             h.last_writes = writes;
-            h.last_error = last_error;
+            // Objects backing off after a failure are still failing: keep their error visible
+            // on /readyz until a pass writes without one.
+            if last_error.is_some() || deferred == 0 {
+                h.last_error = last_error;
+            }
         });
         report
     }
