@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tessera_crds::manifest::{Resource, parse};
+use tessera_crds::manifest::parse;
 use tessera_crds::{Credential, Role};
 use tessera_e2e::*;
 
@@ -66,25 +66,8 @@ async fn apply_examples(cluster: &Cluster) -> Applied {
     let mut credentials = Vec::new();
     for (name, dir) in examples() {
         let n = cluster.namespace(&name).await;
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .expect("example")
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-            .collect();
-        // Secrets first, as a user following the example's README would.
-        files.sort_by_key(|p| !p.ends_with("secrets.yaml"));
-        for f in files {
-            let text = std::fs::read_to_string(&f).expect("read");
-            for r in parse(&text, &f.display().to_string())
-                .expect("parse")
-                .resources
-            {
-                if let Resource::Credential(c) = &r {
-                    credentials.push((n.clone(), c.metadata.name.clone().unwrap_or_default()));
-                }
-                create(&cluster.admin, &n, r).await;
-            }
+        for c in create_example(&cluster.admin, &n, &dir).await {
+            credentials.push((n.clone(), c));
         }
         ns.insert(name, n);
     }
@@ -127,30 +110,9 @@ async fn start(cluster: Cluster, system: String, applied: Applied, creds: Creds)
         ],
     );
     let ts_kc = cluster.kubeconfig_for("token-server", &proxy, ts_token);
-    let mut replicas = Vec::new();
-    for i in 0..2 {
-        let (api, admin) = (free_port(), free_port());
-        let proc = spawn(
-            &cluster,
-            "token-server",
-            &format!("token-server-{i}"),
-            &ts_kc,
-            &[
-                "--source=kube".into(),
-                format!("--namespaces={watched}"),
-                format!("--keys-namespace={system}"),
-                format!("--listen=127.0.0.1:{api}"),
-                format!("--admin-listen=127.0.0.1:{admin}"),
-                format!("--issuer={ISSUER}"),
-                "--api-threads=1".into(),
-                // The suite polls with refused clients while changes propagate; the lockout
-                // would (rightly) turn that into 429s.
-                "--max-failed-auth-per-client=100000".into(),
-                "--max-failed-auth-per-address=100000".into(),
-            ],
-        );
-        replicas.push(Replica { api, admin, proc });
-    }
+    let replicas: Vec<Replica> = (0..2)
+        .map(|i| spawn_replica(&cluster, &ts_kc, i, &watched, &system, ISSUER))
+        .collect();
     let http = reqwest::Client::new();
     let stack = Stack {
         cluster,

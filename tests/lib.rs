@@ -298,8 +298,8 @@ pub async fn create(client: &kube::Client, ns: &str, r: Resource) {
 }
 
 /// Creates every object of the manifests in `dir` (Secrets first, as a user following an
-/// example's README would) in `ns`.
-pub async fn create_example(client: &kube::Client, ns: &str, dir: &Path) {
+/// example's README would) in `ns`; returns the names of the Credentials created.
+pub async fn create_example(client: &kube::Client, ns: &str, dir: &Path) -> Vec<String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("example folder")
         .flatten()
@@ -307,15 +307,20 @@ pub async fn create_example(client: &kube::Client, ns: &str, dir: &Path) {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort_by_key(|p| !p.ends_with("secrets.yaml"));
+    let mut credentials = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f).expect("read");
         for r in parse(&text, &f.display().to_string())
             .expect("parse")
             .resources
         {
+            if let Resource::Credential(c) = &r {
+                credentials.push(c.metadata.name.clone().unwrap_or_default());
+            }
             create(client, ns, r).await;
         }
     }
+    credentials
 }
 
 /// Polls `check` every 20 ms until it holds; panics naming `what` after `limit`.
@@ -412,6 +417,39 @@ impl Replica {
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.admin)
     }
+}
+
+/// Spawns token-server replica `i` (`--source kube`, one API thread) serving `namespaces`
+/// (comma-separated) with its key set in `keys_ns`.
+pub fn spawn_replica(
+    cluster: &Cluster,
+    kubeconfig: &Path,
+    i: usize,
+    namespaces: &str,
+    keys_ns: &str,
+    issuer: &str,
+) -> Replica {
+    let (api, admin) = (free_port(), free_port());
+    let proc = spawn(
+        cluster,
+        "token-server",
+        &format!("token-server-{i}"),
+        kubeconfig,
+        &[
+            "--source=kube".into(),
+            format!("--namespaces={namespaces}"),
+            format!("--keys-namespace={keys_ns}"),
+            format!("--listen=127.0.0.1:{api}"),
+            format!("--admin-listen=127.0.0.1:{admin}"),
+            format!("--issuer={issuer}"),
+            "--api-threads=1".into(),
+            // The suites poll with clients that are (rightly) refused while changes propagate;
+            // the lockout would turn one replica's 401s into 429s while another catches up.
+            "--max-failed-auth-per-client=100000".into(),
+            "--max-failed-auth-per-address=100000".into(),
+        ],
+    );
+    Replica { api, admin, proc }
 }
 
 /// An HTTP answer: status and JSON body (`null` if not JSON).

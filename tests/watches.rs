@@ -42,31 +42,9 @@ async fn mini(cluster: Cluster, operator_flags: &[&str]) -> Mini {
     args.extend(operator_flags.iter().map(|f| (*f).to_owned()));
     let operator = spawn(&cluster, "operator", "operator", &op_kc, &args);
     let ts_kc = cluster.kubeconfig_for("token-server", &ts_proxy, None);
-    let mut replicas = Vec::new();
-    for i in 0..2 {
-        let (api, admin) = (free_port(), free_port());
-        let proc = spawn(
-            &cluster,
-            "token-server",
-            &format!("token-server-{i}"),
-            &ts_kc,
-            &[
-                "--source=kube".into(),
-                format!("--namespaces={app}"),
-                format!("--keys-namespace={sys}"),
-                format!("--listen=127.0.0.1:{api}"),
-                format!("--admin-listen=127.0.0.1:{admin}"),
-                "--issuer=http://tessera.test".into(),
-                "--api-threads=1".into(),
-                // The tests poll with a client that is (rightly) refused once a change is
-                // served; the lockout would turn a replica's 401s into 429s while the other
-                // replica catches up.
-                "--max-failed-auth-per-client=100000".into(),
-                "--max-failed-auth-per-address=100000".into(),
-            ],
-        );
-        replicas.push(Replica { api, admin, proc });
-    }
+    let replicas: Vec<Replica> = (0..2)
+        .map(|i| spawn_replica(&cluster, &ts_kc, i, &app, &sys, "http://tessera.test"))
+        .collect();
     let m = Mini {
         cluster,
         app,

@@ -629,24 +629,11 @@ impl Operator {
                         // RBAC refused it: say so on the object, where `kubectl describe` shows
                         // it, not only in the operator's log (the pass goes on with the others).
                         tracing::warn!(object = %o.object, write = w.verb(), error = %e, "forbidden by RBAC; check the operator's Role");
-                        let meta = ObjectMeta {
-                            name: Some(o.object.name.to_string()),
-                            namespace: Some(o.object.namespace.to_string()),
-                            uid: o.uid.clone(),
-                            ..Default::default()
-                        };
-                        self.event(
-                            &meta,
-                            o.object.kind.as_str(),
-                            plan::API_VERSION,
-                            true,
-                            "Forbidden",
-                            &format!(
-                                "the API server refused the operator's {} write: {e}; grant it in the operator's Role (README: RBAC the chart grants)",
-                                w.verb()
-                            ),
-                        )
-                        .await;
+                        let note = format!(
+                            "the API server refused the operator's {} write: {e}; grant it in the operator's Role (README: RBAC the chart grants)",
+                            w.verb()
+                        );
+                        self.object_event(o, true, "Forbidden", &note).await;
                     }
                     if conflict {
                         tracing::debug!(object = %o.object, write = w.verb(), "conflict; the next pass re-plans");
@@ -665,23 +652,28 @@ impl Operator {
             }
         }
         for ev in &o.events {
-            let meta = ObjectMeta {
-                name: Some(o.object.name.to_string()),
-                namespace: Some(o.object.namespace.to_string()),
-                uid: o.uid.clone(),
-                ..Default::default()
-            };
-            self.event(
-                &meta,
-                o.object.kind.as_str(),
-                plan::API_VERSION,
-                ev.warning,
-                &ev.reason,
-                &ev.note,
-            )
-            .await;
+            self.object_event(o, ev.warning, &ev.reason, &ev.note).await;
         }
         Ok(expects)
+    }
+
+    /// An Event about the object `o` plans for.
+    async fn object_event(&self, o: &ObjectPlan, warning: bool, reason: &str, note: &str) {
+        let meta = ObjectMeta {
+            name: Some(o.object.name.to_string()),
+            namespace: Some(o.object.namespace.to_string()),
+            uid: o.uid.clone(),
+            ..Default::default()
+        };
+        self.event(
+            &meta,
+            o.object.kind.as_str(),
+            plan::API_VERSION,
+            warning,
+            reason,
+            note,
+        )
+        .await;
     }
 
     async fn event(
