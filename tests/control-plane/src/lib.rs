@@ -209,14 +209,6 @@ impl ControlPlane {
         rev
     }
 
-    fn find(&self, name: &str) -> Option<usize> {
-        self.procs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .position(|p| p.name == name)
-    }
-
     /// The API server's `host:port`, for a [`Proxy`] in front of it.
     pub fn address(&self) -> String {
         self.server.trim_start_matches("https://").to_owned()
@@ -235,13 +227,6 @@ impl ControlPlane {
             &self.ca_pem,
             Credentials::Cert(&pem),
         )
-    }
-
-    /// The tail of a binary's log (`etcd`, `kube-apiserver`, `kube-controller-manager`).
-    pub fn log_tail(&self, name: &str, lines: usize) -> String {
-        self.find(name)
-            .map(|_| process::tail(&self.dir.join(format!("{name}.log")), lines))
-            .unwrap_or_default()
     }
 }
 
