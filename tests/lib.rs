@@ -61,13 +61,9 @@ impl Cluster {
         let prefix = format!("te2e-{label}-{:06x}", nonce & 0xff_ffff);
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let (admin, kubeconfig, control_plane) = match std::env::var_os(KUBECONFIG_ENV) {
-            _ if own.is_some() => {
-                let cp = own.expect("own control plane");
-                let kc = Kubeconfig::read_from(cp.admin_kubeconfig()).expect("admin kubeconfig");
-                (cp.client().await, kc, Some(cp))
-            }
-            Some(path) if !path.is_empty() => {
+        let configured = std::env::var_os(KUBECONFIG_ENV).filter(|v| !v.is_empty());
+        let (admin, kubeconfig, control_plane) = match (own, configured) {
+            (None, Some(path)) => {
                 let kc = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
                     panic!("{KUBECONFIG_ENV}={}: {e}", Path::new(&path).display())
                 });
@@ -79,8 +75,8 @@ impl Cluster {
                 install_crds(&client).await;
                 (client, kc, None)
             }
-            _ => {
-                let cp = ControlPlane::shared();
+            (own, _) => {
+                let cp = own.unwrap_or_else(ControlPlane::shared);
                 let kc = Kubeconfig::read_from(cp.admin_kubeconfig()).expect("admin kubeconfig");
                 (cp.client().await, kc, Some(cp))
             }

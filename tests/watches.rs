@@ -276,7 +276,8 @@ async fn a_watch_resumed_after_compaction_relists_and_serves_the_current_world()
     let cluster = Cluster::connect_to(cp, "gone").await;
     let m = mini(cluster, &[]).await;
     m.ts_proxy.set_down(true);
-    Api::<Credential>::namespaced(m.cluster.admin.clone(), &m.app)
+    let creds = Api::<Credential>::namespaced(m.cluster.admin.clone(), &m.app);
+    creds
         .patch(
             "demo-app",
             &PatchParams::default(),
@@ -286,7 +287,7 @@ async fn a_watch_resumed_after_compaction_relists_and_serves_the_current_world()
         .expect("disable");
     // More history after it, then compact all of it away.
     for i in 0..5 {
-        Api::<Credential>::namespaced(m.cluster.admin.clone(), &m.app)
+        creds
             .patch(
                 "demo-app",
                 &PatchParams::default(),
