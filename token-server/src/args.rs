@@ -128,6 +128,13 @@ pub struct ServeArgs {
     /// Default: the CPUs available to the process (its cgroup quota included).
     #[arg(long, env = "TESSERA_API_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub api_threads: Option<u16>,
+    /// Most connections open at once on the API port (each listener: `--listen`, and
+    /// `--plain-listen`). Past it, new connections wait in the kernel's backlog.
+    #[arg(long, default_value_t = 10_000, env = "TESSERA_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Most connections open at once on the admin port (probes and metrics scrapes).
+    #[arg(long, default_value_t = 64, env = "TESSERA_ADMIN_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub admin_max_connections: u32,
     /// On SIGTERM, how long in-flight requests may finish, in seconds.
     #[arg(long, default_value_t = 10, env = "TESSERA_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: u64,

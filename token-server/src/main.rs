@@ -16,6 +16,7 @@ use std::io::Read as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tessera_token_server::lockout::LockoutConfig;
+use tessera_token_server::serve::Limits;
 use tessera_token_server::source::dir::{self, DirLoader};
 use tessera_token_server::state::{AppState, Config};
 use tessera_token_server::token::keys::{KeySet, SECRET_DATA_KEY};
@@ -117,7 +118,7 @@ fn api_shards(
     state: &AppState,
     addr: SocketAddr,
     threads: Option<u16>,
-    header_timeout: Duration,
+    limits: Limits,
     tls: Option<tessera_token_server::tls::SharedConfig>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
@@ -127,13 +128,21 @@ fn api_shards(
     );
     // Port 0 would give every shard its own port: use one shard then.
     let n = if addr.port() == 0 { 1 } else { n };
+    // The cap is for the listener: each shard takes its share.
+    let limits = Limits {
+        max_connections: limits.max_connections.div_ceil(n),
+        ..limits
+    };
     let mut threads = Vec::with_capacity(n);
     for i in 0..n {
         let state = state.clone();
         let stop = stop.clone();
         let tls = tls.clone();
+        // Password checks are the only blocking work, and they are bounded by their own
+        // semaphore; a small pool keeps a burst from spawning hundreds of threads.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .max_blocking_threads(8)
             .build()?;
         // Bind here, so a failure is reported before startup continues; entering the shard's
         // runtime registers the socket with its reactor.
@@ -148,7 +157,7 @@ fn api_shards(
                     rt.block_on(tessera_token_server::serve::serve(
                         listener,
                         http::router(state),
-                        header_timeout,
+                        limits,
                         tls,
                         stop,
                     ));
@@ -181,6 +190,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         lockout_secs,
         api_threads,
         shutdown_grace_secs,
+        max_connections,
+        admin_max_connections,
     } = args;
     init_logging(log_format, &log)?;
     let config = Config {
@@ -236,6 +247,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // this 2-core machine cut the kernel's share of each request markedly (see the benchmark).
     drop(api);
     let request_timeout = Duration::from_secs(request_timeout_secs);
+    let limits = Limits {
+        header_timeout: request_timeout,
+        max_connections: max_connections as usize,
+    };
     let tls = match (tls_cert, tls_key) {
         (Some(cert), Some(key)) => {
             let files = tessera_token_server::tls::TlsFiles {
@@ -257,7 +272,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         &state,
         listen,
         api_threads,
-        request_timeout,
+        limits,
         tls.clone(),
         stop_rx.clone(),
     )?;
@@ -266,17 +281,24 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             &state,
             plain,
             api_threads,
-            request_timeout,
+            limits,
             None,
             stop_rx.clone(),
         )?);
         tracing::info!(%plain, "also serving plain HTTP");
     }
-    let admin_task = tokio::spawn(
-        axum::serve(admin_l, admin::router(state.clone()))
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    // The admin port gets the API's header timeout and a small connection cap of its own: it
+    // serves probes and scrapes, and a flood on it must not take descriptors the API needs.
+    let admin_task = tokio::spawn(tessera_token_server::serve::serve(
+        admin_l,
+        admin::router(state.clone()),
+        Limits {
+            header_timeout: request_timeout,
+            max_connections: admin_max_connections as usize,
+        },
+        None,
+        stop_rx.clone(),
+    ));
     shutdown_signal().await;
     tracing::info!(
         grace_secs = shutdown_grace_secs,

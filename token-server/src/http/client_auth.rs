@@ -54,13 +54,13 @@ impl std::fmt::Debug for ClientCredentials {
 }
 
 fn form_decode(s: &str, what: &str) -> Result<String, OAuthError> {
-    // Reuse the strict form decoder on a single value.
-    let p = Params::parse(format!("v={s}").as_bytes()).map_err(|_| {
+    // One form-urlencoded value (RFC 6749 §2.3.1): `%XX` and `+`, nothing else. `&` and `=` are
+    // data here, not separators: the form parser would cut `secret&junk=1` at the `&`.
+    super::form::decode_value(s).map_err(|_| {
         basic_err(&format!(
             "the {what} in the Basic header is not form-urlencoded UTF-8"
         ))
-    })?;
-    Ok(p.get("v").unwrap_or_default().to_owned())
+    })
 }
 
 fn basic_err(d: &str) -> OAuthError {
@@ -171,6 +171,7 @@ mod tests {
             ("app:1", "s%e+c:r et"),
             ("ünïcode", "pässwörd€"),
             ("plain", ""),
+            ("a&b=c", "demo-secret&junk=1"),
         ] {
             assert_eq!(
                 parse_basic(&basic(id, secret)).expect("parses"),
@@ -184,6 +185,26 @@ mod tests {
             parse_basic(&raw).expect("parses"),
             ("a b".to_owned(), "c d".to_owned())
         );
+    }
+
+    #[test]
+    fn raw_ampersands_and_equals_are_part_of_the_secret() {
+        // A client that does not encode its secret: the whole secret is checked, not a prefix.
+        let raw = format!(
+            "Basic {}",
+            STANDARD.encode("app:demo-secret-change-me&junk=1")
+        );
+        assert_eq!(
+            parse_basic(&raw).expect("parses"),
+            ("app".to_owned(), "demo-secret-change-me&junk=1".to_owned())
+        );
+        let raw = format!("Basic {}", STANDARD.encode("a=b:c=d&e"));
+        assert_eq!(
+            parse_basic(&raw).expect("parses"),
+            ("a=b".to_owned(), "c=d&e".to_owned())
+        );
+        let raw = format!("Basic {}", STANDARD.encode("app:%0A"));
+        assert!(parse_basic(&raw).is_err(), "control characters are refused");
     }
 
     #[test]

@@ -44,6 +44,23 @@ fn decode(raw: &str, what: &str) -> Result<String, OAuthError> {
     })
 }
 
+/// Decodes one form-urlencoded value on its own (`%XX` and `+` as space; `&` and `=` are data):
+/// for values that do not come in a form, such as the halves of HTTP Basic credentials.
+/// Control characters other than tab are refused, as in a form.
+pub fn decode_value(raw: &str) -> Result<String, OAuthError> {
+    let v = decode(raw, "the value")?;
+    if has_control(&v) {
+        return Err(OAuthError::InvalidRequest(
+            "the value contains control characters".into(),
+        ));
+    }
+    Ok(v)
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(|c| c.is_control() && c != '\t')
+}
+
 impl Params {
     /// Parses a form body or query string.
     pub fn parse(input: &[u8]) -> Result<Params, OAuthError> {
@@ -61,8 +78,14 @@ impl Params {
                     "a parameter has an empty or over-long name".into(),
                 ));
             }
+            // Names are echoed in errors and logs: no control characters (tab included).
+            if name.chars().any(char::is_control) {
+                return Err(OAuthError::InvalidRequest(
+                    "a parameter name contains control characters".into(),
+                ));
+            }
             let value = decode(v, &format!("parameter `{name}`"))?;
-            if value.chars().any(|c| c.is_control() && c != '\t') {
+            if has_control(&value) {
                 return Err(OAuthError::InvalidRequest(format!(
                     "parameter `{name}` contains control characters"
                 )));
@@ -143,6 +166,9 @@ mod tests {
         assert!(err(b"scope=%FF%FE").contains("not UTF-8"));
         assert!(err(b"\xff=1").contains("not UTF-8"));
         assert!(err(b"a=%00").contains("control characters"));
+        assert!(err(b"a%0A=1").contains("name contains control characters"));
+        assert!(err(b"a\x1b[31m=1").contains("name contains control characters"));
+        assert!(err(b"a%09=1").contains("name contains control characters"));
         assert!(err(b"=x").contains("empty or over-long name"));
         let many: Vec<String> = (0..40).map(|i| format!("p{i}=v")).collect();
         assert!(err(many.join("&").as_bytes()).contains("more than 32"));

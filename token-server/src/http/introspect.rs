@@ -37,6 +37,11 @@ pub fn find(served: &Served, issuer: &str, token: &str, now: Timestamp) -> Optio
     }
     let jws = jwt::parse_unverified(token)?;
     let key = served.keys.published(&jws.kid, now)?;
+    // The key decides the algorithm: a header that names another one is a forgery attempt (or a
+    // broken client) even if the signature happens to verify under the key's own algorithm.
+    if jws.alg != key.alg.as_str() {
+        return None;
+    }
     if !key.verify(jws.signing_input.as_bytes(), &jws.signature) {
         return None;
     }

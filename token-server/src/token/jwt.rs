@@ -37,6 +37,9 @@ pub fn mint(key: &SigningKey, claims: &AccessClaims) -> Result<String, MintError
 pub struct UnverifiedJwt<'a> {
     /// `kid` from the header.
     pub kid: String,
+    /// `alg` from the header. Untrusted: the caller checks it is the algorithm of the key `kid`
+    /// names (the key decides the algorithm, RFC 8725 §3.1).
+    pub alg: String,
     /// `header.payload`, the signing input.
     pub signing_input: &'a str,
     /// Decoded payload.
@@ -63,6 +66,7 @@ pub fn parse_unverified(token: &str) -> Option<UnverifiedJwt<'_>> {
     }
     Some(UnverifiedJwt {
         kid: header.kid,
+        alg: header.alg,
         signing_input: &token[..h.len() + 1 + p.len()],
         payload: URL_SAFE_NO_PAD.decode(p).ok()?,
         signature: URL_SAFE_NO_PAD.decode(s).ok()?,

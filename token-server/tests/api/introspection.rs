@@ -231,3 +231,46 @@ async fn revocation() {
         401
     );
 }
+
+/// Re-signs the payload of `jwt` with the ES256 key it was signed with, under a header naming
+/// `alg`: what a holder of the key (or a confused client) could produce.
+fn resign(h: &Harness, jwt: &str, alg: &str) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let served = h.state.served.load_full().expect("served");
+    let key = served
+        .keys
+        .signer(
+            tessera_crds::auth_policy::SigningAlgorithm::ES256,
+            jiff::Timestamp::now(),
+        )
+        .expect("an ES256 key");
+    let header = serde_json::json!({"alg": alg, "typ": "at+jwt", "kid": key.kid}).to_string();
+    let payload = jwt.split('.').nth(1).expect("payload");
+    let input = format!("{}.{payload}", URL_SAFE_NO_PAD.encode(header));
+    let sig = key.sign(input.as_bytes()).expect("sign");
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+#[tokio::test]
+async fn the_key_decides_the_algorithm_not_the_header() {
+    let h = Harness::new();
+    let jwt = h
+        .cc("/oauth2/token", "es-client", "es-secret", &[])
+        .await
+        .str("access_token");
+    // The control: re-signed under its own algorithm, the token is good.
+    let same = resign(&h, &jwt, "ES256");
+    assert_eq!(
+        introspect(&h, &same, "es-client", "es-secret").await.body["active"],
+        true
+    );
+    for alg in ["RS256", "EdDSA"] {
+        let forged = resign(&h, &jwt, alg);
+        assert_eq!(
+            introspect(&h, &forged, "es-client", "es-secret").await.body,
+            serde_json::json!({"active": false}),
+            "an ES256 signature under `alg: {alg}`"
+        );
+    }
+}

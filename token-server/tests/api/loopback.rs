@@ -51,15 +51,23 @@ async fn start(config: Config) -> Server {
     tokio::spawn(tessera_token_server::serve::serve(
         api_l,
         tessera_token_server::http::router(state.clone()),
-        Duration::from_secs(1),
+        tessera_token_server::serve::Limits {
+            header_timeout: Duration::from_secs(1),
+            max_connections: 1000,
+        },
         None,
         rx.clone(),
     ));
-    tokio::spawn(
-        axum::serve(admin_l, tessera_token_server::admin::router(state))
-            .with_graceful_shutdown(stopped(rx))
-            .into_future(),
-    );
+    tokio::spawn(tessera_token_server::serve::serve(
+        admin_l,
+        tessera_token_server::admin::router(state),
+        tessera_token_server::serve::Limits {
+            header_timeout: Duration::from_secs(1),
+            max_connections: 8,
+        },
+        None,
+        rx,
+    ));
     let s = Server {
         api,
         admin,

@@ -103,7 +103,10 @@ async fn start_with(
     tokio::spawn(tessera_token_server::serve::serve(
         listener,
         tessera_token_server::http::router(state),
-        Duration::from_secs(1),
+        tessera_token_server::serve::Limits {
+            header_timeout: Duration::from_secs(1),
+            max_connections: 1000,
+        },
         Some(config),
         rx,
     ));
