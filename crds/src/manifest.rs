@@ -261,7 +261,9 @@ fn ident(doc: &Value) -> (String, String) {
 }
 
 /// Deserializes with the path of the failing field, and fills in the default namespace.
-fn typed_object<T: DeserializeOwned + kube::Resource>(doc: Value) -> Result<T, (String, String)> {
+fn typed_object<T: DeserializeOwned + kube::Resource<DynamicType: Default>>(
+    doc: Value,
+) -> Result<T, (String, String)> {
     let mut obj: T = serde_path_to_error::deserialize(doc).map_err(|e| {
         let path = e.path().to_string();
         (
@@ -270,7 +272,12 @@ fn typed_object<T: DeserializeOwned + kube::Resource>(doc: Value) -> Result<T, (
             } else {
                 path
             },
-            e.into_inner().to_string(),
+            // serde's message quotes the offending value, which in a Secret is secret.
+            if T::kind(&Default::default()) == "Secret" {
+                "a missing field, or a value of the wrong type or encoding (the value is not shown: it may be secret)".to_owned()
+            } else {
+                e.into_inner().to_string()
+            },
         )
     })?;
     let meta = obj.meta_mut();
@@ -310,6 +317,18 @@ stringData: {client_secret: demo}
             panic!("secret expected")
         };
         assert_eq!(s.metadata.namespace.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn a_malformed_secret_is_reported_without_its_values() {
+        for y in [
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: k}\ndata: {keyset.json: \"MIIEvgIBADANBgkq!!not-base64\"}\n",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: k}\nstringData: {keyset.json: {pkcs8: MIIEvgIBADANBgkq}}\n",
+        ] {
+            let msg = parse(y, "keys.yaml").expect_err("malformed").to_string();
+            assert!(msg.contains("Secret default/k"), "{msg}");
+            assert!(!msg.contains("MIIEvgIBADANBgkq"), "the value leaked: {msg}");
+        }
     }
 
     #[test]

@@ -117,7 +117,7 @@ pub fn plan_keys(
                 tessera_token_server::token::keys::SECRET_DATA_KEY
             ));
         }
-        Stored::Present(Some(bytes)) => match serde_json::from_slice::<KeySetFile>(bytes) {
+        Stored::Present(Some(bytes)) => match KeySetFile::from_json(bytes) {
             Ok(f) => match KeySet::from_file(&f) {
                 Ok(_) => f,
                 Err(e) => {
@@ -128,7 +128,7 @@ pub fn plan_keys(
             },
             Err(e) => {
                 return blocked(format!(
-                    "the stored key set is not valid JSON ({e}); fix it, or delete the Secret to have a new one generated"
+                    "the stored key set is unreadable ({e}); fix it, or delete the Secret to have a new one generated"
                 ));
             }
         },

@@ -51,6 +51,39 @@ pub struct KeySetFile {
     pub verifier_key: String,
 }
 
+impl KeySetFile {
+    /// Parses the JSON form. Errors name the field and the kind of problem; serde's own message
+    /// is not used, as it quotes the offending value (`invalid type: string "MIIEvg…"`).
+    pub fn from_json(json: &[u8]) -> Result<KeySetFile, KeySetError> {
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let file: KeySetFile = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            KeySetError::Format {
+                path,
+                problem: match inner.classify() {
+                    serde_json::error::Category::Io | serde_json::error::Category::Syntax => {
+                        "not JSON"
+                    }
+                    serde_json::error::Category::Eof => "the text ends early",
+                    serde_json::error::Category::Data => {
+                        "a missing or unknown field, or a value of the wrong type"
+                    }
+                },
+                line: inner.line(),
+                column: inner.column(),
+            }
+        })?;
+        de.end().map_err(|e| KeySetError::Format {
+            path: ".".into(),
+            problem: "text after the JSON document",
+            line: e.line(),
+            column: e.column(),
+        })?;
+        Ok(file)
+    }
+}
+
 impl std::fmt::Debug for KeySetFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeySetFile")
@@ -115,9 +148,24 @@ impl std::fmt::Debug for EncryptionKeyFile {
 /// Why a key set was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum KeySetError {
-    /// Not JSON of the documented shape.
-    #[error("key set is not valid JSON of the documented format: {0}")]
-    Format(#[from] serde_json::Error),
+    /// Not JSON of the documented shape. It names where and what kind of problem, never the
+    /// value found there: in a key set that value may be private key material.
+    #[error(
+        "key set is not valid JSON of the documented format: {problem} at `{path}` (line {line}, column {column}); see the key-set format in the README"
+    )]
+    Format {
+        /// The field, e.g. `signing[0].pkcs8` (`.` for the document itself).
+        path: String,
+        /// What kind of problem.
+        problem: &'static str,
+        /// Where, in the text.
+        line: usize,
+        /// Where, in the text.
+        column: usize,
+    },
+    /// A JWK did not serialize (a bug, not bad input).
+    #[error("serializing a public JWK failed")]
+    Jwk,
     /// An unknown format version.
     #[error("key set version {0} is not supported; this server reads version {FORMAT_VERSION}")]
     Version(u32),
@@ -280,9 +328,12 @@ fn parse_signing(f: &SigningKeyFile) -> Result<SigningKey, KeySetError> {
             .bytes()
             .all(|c| c.is_ascii_graphic() && c != b'"' && c != b'\\')
     {
-        return Err(err(
-            "a kid has 1 to 128 printable ASCII characters, no quotes or backslashes".into(),
-        ));
+        // The kid is not quoted back: a kid that breaks the rules may be a pasted key.
+        return Err(KeySetError::Key {
+            kid: "(invalid)".into(),
+            message: "a kid has 1 to 128 printable ASCII characters, no quotes or backslashes"
+                .into(),
+        });
     }
     let der = STANDARD
         .decode(&f.pkcs8)
@@ -331,7 +382,7 @@ fn parse_signing(f: &SigningKeyFile) -> Result<SigningKey, KeySetError> {
     };
     jwk.common.key_id = Some(f.kid.clone());
     jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
-    let jwk = serde_json::to_value(&jwk).map_err(KeySetError::Format)?;
+    let jwk = serde_json::to_value(&jwk).map_err(|_| KeySetError::Jwk)?;
     let header = serde_json::json!({"alg": f.alg.as_str(), "typ": "at+jwt", "kid": f.kid});
     Ok(SigningKey {
         kid: f.kid.clone(),
@@ -403,9 +454,11 @@ impl KeySet {
                 || f.kid.contains('.')
                 || !f.kid.bytes().all(|c| c.is_ascii_graphic())
             {
-                return Err(err(
-                    "an encryption kid has 1 to 64 printable ASCII characters and no `.`",
-                ));
+                return Err(KeySetError::Key {
+                    kid: "(invalid)".into(),
+                    message: "an encryption kid has 1 to 64 printable ASCII characters and no `.`"
+                        .into(),
+                });
             }
             let raw = STANDARD
                 .decode(&f.key)
@@ -442,8 +495,7 @@ impl KeySet {
 
     /// Parses the JSON form.
     pub fn from_json(json: &[u8]) -> Result<KeySet, KeySetError> {
-        let file: KeySetFile = serde_json::from_slice(json)?;
-        KeySet::from_file(&file)
+        KeySet::from_file(&KeySetFile::from_json(json)?)
     }
 
     /// A fresh key set: one signing key per algorithm, active now, one encryption key and a
@@ -783,8 +835,43 @@ mod tests {
         ));
         assert!(matches!(
             KeySet::from_json(b"{\"version\":1}"),
-            Err(KeySetError::Format(_))
+            Err(KeySetError::Format { .. })
         ));
+    }
+
+    #[test]
+    fn format_errors_name_the_field_never_the_value() {
+        let file = KeySet::generate_file(now()).expect("generate");
+        let pkcs8 = file.signing[0].pkcs8.clone();
+        let mut v = serde_json::to_value(&file).expect("json");
+        // The review's case: key material where another type is expected, and in a field of the
+        // wrong name, and as the whole document.
+        v["signing"][0]["activeFrom"] = serde_json::Value::String(pkcs8.clone());
+        let bad_type = serde_json::to_vec(&v).expect("json");
+        let mut v2 = serde_json::to_value(&file).expect("json");
+        v2["signing"][0]["alg"] = serde_json::Value::String(pkcs8.clone());
+        let bad_alg = serde_json::to_vec(&v2).expect("json");
+        let mut v3 = serde_json::to_value(&file).expect("json");
+        v3["encryption"] = serde_json::Value::String(pkcs8.clone());
+        let bad_shape = serde_json::to_vec(&v3).expect("json");
+        let mut v4 = serde_json::to_value(&file).expect("json");
+        v4["signing"][0]["kid"] = serde_json::Value::String(pkcs8.clone());
+        let bad_kid = serde_json::to_vec(&v4).expect("json");
+        for (doc, path) in [
+            (bad_type, "signing[0].activeFrom"),
+            (bad_alg, "signing[0].alg"),
+            (bad_shape, "encryption"),
+            (pkcs8.clone().into_bytes(), "."),
+            (format!("\"{pkcs8}\"").into_bytes(), "."),
+            (bad_kid, ""),
+        ] {
+            let e = KeySet::from_json(&doc).expect_err("refused").to_string();
+            assert!(
+                !e.contains(&pkcs8[..16]) && !e.contains(&pkcs8[pkcs8.len() - 16..]),
+                "key material in the error: {e}"
+            );
+            assert!(e.contains(path), "{e} names {path}");
+        }
     }
 
     #[test]
