@@ -95,15 +95,24 @@ pub fn grant(cx: &GrantCtx<'_>) -> Result<Issued, OAuthError> {
         ));
     }
 
-    if refresh.rotate && cx.revocations.mark(&rc.jti, Mark::Spent, rc.exp, now) == Some(Mark::Spent)
+    // Full: the use cannot be recorded, so the token is not exchanged (it stays usable later).
+    let full = |_| OAuthError::Unavailable("the revocation store is full; retry later".into());
+    if refresh.rotate
+        && cx
+            .revocations
+            .mark(&rc.jti, Mark::Spent, rc.exp, now)
+            .map_err(full)?
+            == Some(Mark::Spent)
     {
         // A rotated refresh token came back: someone holds a copy. Revoke the chain.
-        cx.revocations.mark(
-            &chain_key,
-            Mark::Revoked,
-            now + refresh.ttl.as_secs() as i64 * 2,
-            now,
-        );
+        cx.revocations
+            .mark(
+                &chain_key,
+                Mark::Revoked,
+                now + refresh.ttl.as_secs() as i64 * 2,
+                now,
+            )
+            .map_err(full)?;
         return Err(invalid(
             "the refresh token was already used; the token chain is revoked, authenticate again",
         ));

@@ -41,6 +41,8 @@ async fn process(st: &AppState, req: Request) -> Result<(), OAuthError> {
         )));
     }
     let t = now.as_second();
+    // RFC 7009 §2.2.1: 503 when the revocation cannot be done now; the client retries.
+    let full = |e: crate::revocation::Full| OAuthError::Unavailable(e.to_string());
     match find(&served, &st.config.issuer, token, now) {
         Some(Found::Refresh(r)) => {
             if r.client_id != client.client_id {
@@ -48,13 +50,17 @@ async fn process(st: &AppState, req: Request) -> Result<(), OAuthError> {
                     "the token was issued to another client".into(),
                 ));
             }
-            st.revocations.mark(
-                &format!("chain:{}", r.chain),
-                Mark::Revoked,
-                r.exp.max(t) + 86_400,
-                t,
-            );
-            st.revocations.mark(&r.jti, Mark::Revoked, r.exp, t);
+            st.revocations
+                .mark(
+                    &format!("chain:{}", r.chain),
+                    Mark::Revoked,
+                    r.exp.max(t) + 86_400,
+                    t,
+                )
+                .map_err(full)?;
+            st.revocations
+                .mark(&r.jti, Mark::Revoked, r.exp, t)
+                .map_err(full)?;
             // In the cluster, every replica must refuse it: the Credential's notBefore moves
             // to now through the API. Its granularity is the client (no per-token objects in
             // etcd), so this signs the client out of all refresh tokens issued until now.
@@ -78,7 +84,8 @@ async fn process(st: &AppState, req: Request) -> Result<(), OAuthError> {
             }
             // Immortal tokens are remembered for a year; revoke the Credential to end them all.
             st.revocations
-                .mark(&c.jti, Mark::Revoked, c.exp.unwrap_or(t + 365 * 86_400), t);
+                .mark(&c.jti, Mark::Revoked, c.exp.unwrap_or(t + 365 * 86_400), t)
+                .map_err(full)?;
         }
         None => {}
     }
