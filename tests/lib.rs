@@ -441,6 +441,7 @@ pub fn spawn_replica(
             "--api-threads=1".into(),
             // The suites poll with clients that are (rightly) refused while changes propagate;
             // the lockout would turn one replica's 401s into 429s while another catches up.
+            "--free-failed-auth=100000".into(),
             "--max-failed-auth-per-client=100000".into(),
             "--max-failed-auth-per-address=100000".into(),
         ],

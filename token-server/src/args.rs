@@ -111,19 +111,34 @@ pub struct ServeArgs {
     /// Longest a request may take, in seconds.
     #[arg(long, default_value_t = 10, env = "TESSERA_REQUEST_TIMEOUT_SECS")]
     pub request_timeout_secs: u64,
-    /// Failed client authentications per client_id per window before it is locked.
-    #[arg(long, default_value_t = 10, env = "TESSERA_MAX_FAILED_AUTH_PER_CLIENT")]
+    /// Failed attempts per (client or user, source address) that cost nothing; after them each
+    /// attempt from that source waits 1 s, 2 s, 4 s… (up to `--lockout-secs`) since the last.
+    #[arg(long, default_value_t = 5, env = "TESSERA_FREE_FAILED_AUTH")]
+    pub free_failed_auth: u32,
+    /// Failed attempts per client or user per `--lockout-secs`, over all the sources it has not
+    /// authenticated from before (the backstop for guessing from many addresses).
+    #[arg(long, default_value_t = 20, env = "TESSERA_MAX_FAILED_AUTH_PER_CLIENT")]
     pub max_failed_auth_per_client: u32,
-    /// Failed client authentications per source address per window before it is locked.
+    /// Failed attempts per source address per `--lockout-secs`, over all the clients and users it
+    /// has not authenticated before (the backstop for one address spraying many client_ids).
     #[arg(
         long,
         default_value_t = 100,
         env = "TESSERA_MAX_FAILED_AUTH_PER_ADDRESS"
     )]
     pub max_failed_auth_per_address: u32,
-    /// Length of the failed-authentication window and of a lock, in seconds.
-    #[arg(long, default_value_t = 60, env = "TESSERA_LOCKOUT_SECS")]
+    /// The budgets' refill window and the longest delay, in seconds.
+    #[arg(long, default_value_t = 300, env = "TESSERA_LOCKOUT_SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub lockout_secs: u64,
+    /// Proxies (CIDRs or addresses, comma-separated) whose `Forwarded` / `X-Forwarded-For`
+    /// headers name the client's address, e.g. the Ingress controller's pod network. Empty: the
+    /// TCP peer is the source, and the headers are ignored.
+    #[arg(long, default_value = "", env = "TESSERA_TRUSTED_PROXIES")]
+    pub trusted_proxies: String,
+    /// Password checks (argon2id, 19 MiB each) that run at once; more wait up to 2 s, then get
+    /// 503 with Retry-After. Default: the CPUs, at most 4.
+    #[arg(long, env = "TESSERA_PASSWORD_CHECKS", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub password_checks: Option<u16>,
     /// Threads serving the API (each a single-threaded runtime on its own SO_REUSEPORT socket).
     /// Default: the CPUs available to the process (its cgroup quota included).
     #[arg(long, env = "TESSERA_API_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]

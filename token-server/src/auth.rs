@@ -1,9 +1,10 @@
 //! Client authentication against the snapshot: constant-time secret checks, the policy's allowed
-//! methods, the gateway product's `-` secret for proxy keys, and the failed-attempt budget.
+//! methods, the gateway product's `-` secret for proxy keys, and the guessing budgets
+//! (`crate::lockout`).
 
 use crate::error::OAuthError;
 use crate::http::client_auth::{ClientCredentials, Presented};
-use crate::lockout::Lockout;
+use crate::lockout::{Lockout, Principal};
 use crate::token::keys::KeySet;
 use jiff::Timestamp;
 use std::net::IpAddr;
@@ -66,16 +67,16 @@ fn method_of(p: Presented) -> Option<ClientAuthMethod> {
 /// unknown, disabled or the secret is wrong, and takes the same work (one keyed hash).
 pub fn authenticate(i: AuthInput<'_>) -> Result<Authenticated, OAuthError> {
     let basic = i.creds.presented == Presented::Basic;
-    if let Some(retry_after) = i.lockout.check(&i.creds.client_id, i.addr, i.instant) {
-        return Err(OAuthError::TooManyRequests { retry_after });
-    }
-    let fail = || {
-        i.lockout
-            .record_failure(&i.creds.client_id, i.addr, i.instant);
-        OAuthError::InvalidClient {
-            description: "client authentication failed".into(),
-            basic,
-        }
+    // Counted before anything is checked; refunded on success (see `crate::lockout`).
+    let attempt = i
+        .lockout
+        .begin(Principal::Client(&i.creds.client_id), i.addr, i.instant)
+        .map_err(|r| OAuthError::TooManyRequests {
+            retry_after: r.retry_after,
+        })?;
+    let fail = || OAuthError::InvalidClient {
+        description: "client authentication failed".into(),
+        basic,
     };
     let secret = i.creds.secret.as_deref();
     let client = i
@@ -110,6 +111,7 @@ pub fn authenticate(i: AuthInput<'_>) -> Result<Authenticated, OAuthError> {
         if !valid || !(tls || self_signed) {
             return Err(fail());
         }
+        attempt.succeed(i.instant);
         let method = if tls {
             "tls_client_auth"
         } else {
@@ -139,6 +141,8 @@ pub fn authenticate(i: AuthInput<'_>) -> Result<Authenticated, OAuthError> {
         if !client.check_secret(i.keys.verifier_key(), secret.as_bytes(), i.now) {
             return Err(fail());
         }
+        // A checked secret clears this source's failures, whatever else is wrong below.
+        attempt.succeed(i.instant);
         // The method is checked after the secret, so it tells nothing about unknown clients.
         let method = method_of(i.creds.presented);
         if !method.is_some_and(|m| client.policy.allows_auth(m)) {
@@ -157,8 +161,9 @@ pub fn authenticate(i: AuthInput<'_>) -> Result<Authenticated, OAuthError> {
                 basic,
             });
         }
-        // Only a checked secret resets the failures; a proxy key's `-` proves nothing.
-        i.lockout.record_success(&i.creds.client_id, i.instant);
+    } else {
+        // A proxy key's `-` proves nothing: not a failure, and not a known-good source either.
+        attempt.void(i.instant);
     }
     Ok(Authenticated {
         client: client.clone(),

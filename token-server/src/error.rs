@@ -59,6 +59,12 @@ pub enum OAuthError {
     /// The server has nothing to serve yet (no snapshot loaded).
     #[error("temporarily_unavailable: {0}")]
     Unavailable(String),
+    /// Every password check slot is taken: retry after `retry_after` seconds (503).
+    #[error("temporarily_unavailable: password checks are at capacity")]
+    Busy {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// An internal failure; the description is logged, never sent.
     #[error("server_error: {0}")]
     ServerError(String),
@@ -79,7 +85,7 @@ impl OAuthError {
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::InvalidTarget(_) => "invalid_target",
             OAuthError::TooManyRequests { .. } => "slow_down",
-            OAuthError::Unavailable(_) => "temporarily_unavailable",
+            OAuthError::Unavailable(_) | OAuthError::Busy { .. } => "temporarily_unavailable",
             OAuthError::ServerError(_) => "server_error",
         }
     }
@@ -92,7 +98,7 @@ impl OAuthError {
             OAuthError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             OAuthError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
             OAuthError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            OAuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            OAuthError::Unavailable(_) | OAuthError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             OAuthError::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -105,8 +111,11 @@ impl OAuthError {
             }
             OAuthError::TooManyRequests { retry_after } => {
                 format!(
-                    "too many failed authentications for this client or address; retry after {retry_after} seconds"
+                    "too many failed attempts from this address for this client or user; retry after {retry_after} seconds"
                 )
+            }
+            OAuthError::Busy { retry_after } => {
+                format!("every password check slot is busy; retry after {retry_after} seconds")
             }
             OAuthError::PayloadTooLarge { limit } => {
                 format!("the request body is larger than {limit} bytes")
@@ -149,7 +158,7 @@ impl IntoResponse for OAuthError {
                 };
                 h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
             }
-            OAuthError::TooManyRequests { retry_after } => {
+            OAuthError::TooManyRequests { retry_after } | OAuthError::Busy { retry_after } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             OAuthError::MethodNotAllowed(allowed) => {

@@ -6,6 +6,7 @@ pub mod form;
 pub mod introspect;
 pub mod request;
 pub mod revoke;
+pub mod source;
 pub mod token;
 
 use crate::state::AppState;

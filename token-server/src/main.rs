@@ -185,9 +185,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         log,
         body_limit,
         request_timeout_secs,
+        free_failed_auth,
         max_failed_auth_per_client,
         max_failed_auth_per_address,
         lockout_secs,
+        trusted_proxies,
+        password_checks,
         api_threads,
         shutdown_grace_secs,
         max_connections,
@@ -199,11 +202,19 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         body_limit,
         request_timeout: Duration::from_secs(request_timeout_secs),
         lockout: LockoutConfig {
-            per_client: max_failed_auth_per_client,
-            per_address: max_failed_auth_per_address,
+            free_failures: free_failed_auth,
+            principal_budget: max_failed_auth_per_client,
+            source_budget: max_failed_auth_per_address,
             window: Duration::from_secs(lockout_secs),
+            max_delay: Duration::from_secs(lockout_secs),
             ..LockoutConfig::default()
         },
+        trusted_proxies: tessera_token_server::http::source::parse_trusted(&trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("--trusted-proxies: {e}"))?,
+        password_checks: password_checks.map_or_else(
+            tessera_token_server::grant::password::default_concurrency,
+            usize::from,
+        ),
     };
     let mut state = AppState::new(config);
 

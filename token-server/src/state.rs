@@ -23,6 +23,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Brute-force protection.
     pub lockout: LockoutConfig,
+    /// Peers whose forwarding headers name the source address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Password checks (argon2id) that may run at once.
+    pub password_checks: usize,
 }
 
 impl Default for Config {
@@ -32,6 +36,8 @@ impl Default for Config {
             body_limit: 16 * 1024,
             request_timeout: Duration::from_secs(10),
             lockout: LockoutConfig::default(),
+            trusted_proxies: Vec::new(),
+            password_checks: crate::grant::password::default_concurrency(),
         }
     }
 }
@@ -141,6 +147,8 @@ pub struct AppState {
     pub lockout: Arc<Lockout>,
     /// Revoked and spent token ids.
     pub revocations: Arc<Revocations>,
+    /// The bounded password-check slots.
+    pub passwords: Arc<crate::grant::password::PasswordChecks>,
     /// Source health.
     pub status: Arc<Mutex<SourceStatus>>,
     /// Current time.
@@ -155,6 +163,9 @@ impl AppState {
         AppState {
             served: Arc::new(ArcSwapOption::empty()),
             lockout: Arc::new(Lockout::new(config.lockout)),
+            passwords: Arc::new(crate::grant::password::PasswordChecks::new(
+                config.password_checks,
+            )),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
             revocations: Arc::new(Revocations::default()),

@@ -152,7 +152,7 @@ pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
 
 async fn process(st: &AppState, req: Request) -> Result<Value, OAuthError> {
     let served = super::served(st)?;
-    let req = request::read(req, st.config.body_limit, false).await?;
+    let req = request::read(req, st.config.body_limit, false, &st.config.trusted_proxies).await?;
     let now = (st.clock)();
     let client = super::authenticate_client(st, &served, &req, now, false)?.client;
     let token = req.params.require("token")?;

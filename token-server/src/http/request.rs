@@ -12,7 +12,8 @@ pub struct OAuthRequest {
     pub params: Params,
     /// Headers.
     pub headers: HeaderMap,
-    /// The peer's address, when served over a socket.
+    /// The source address, when served over a socket: the peer, or the client a trusted proxy
+    /// names.
     pub addr: Option<IpAddr>,
     /// The parameters came in the URL (GET); allowed only where the client's policy says so.
     pub via_query: bool,
@@ -32,11 +33,17 @@ fn is_form(headers: &HeaderMap) -> bool {
 }
 
 /// Reads the request. `allow_get` is true on the token endpoints (the policy then decides).
-pub async fn read(req: Request, limit: usize, allow_get: bool) -> Result<OAuthRequest, OAuthError> {
+/// `trusted_proxies`: peers whose `Forwarded` / `X-Forwarded-For` name the source address.
+pub async fn read(
+    req: Request,
+    limit: usize,
+    allow_get: bool,
+    trusted_proxies: &[ipnet::IpNet],
+) -> Result<OAuthRequest, OAuthError> {
     let addr = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+        .map(|c| super::source::client_address(c.0.ip(), req.headers(), trusted_proxies));
     let peer = req
         .extensions()
         .get::<std::sync::Arc<crate::mtls::PeerCert>>()

@@ -96,7 +96,7 @@ async fn process(
     grant_label: &mut &'static str,
 ) -> Result<serde_json::Value, OAuthError> {
     let served = super::served(st)?;
-    let req = request::read(req, st.config.body_limit, true).await?;
+    let req = request::read(req, st.config.body_limit, true, &st.config.trusted_proxies).await?;
     let grant = match req.params.require("grant_type")? {
         "client_credentials" => GrantType::ClientCredentials,
         "password" => GrantType::Password,
@@ -147,24 +147,30 @@ async fn process(
         GrantType::RefreshToken => refresh_token::grant(&cx)?,
         GrantType::Password => {
             let (username, pw) = password::read_user(&req.params)?;
-            // Users get the same failed-attempt budget as clients (RFC 6749 §4.3.2), keyed by
-            // client and user so that guessing one user's password never locks another user out.
-            let user_key = format!("{}\u{0}{username}", client.client_id);
-            if let Some(retry_after) = st.lockout.check(&user_key, req.addr, Instant::now()) {
-                return Err(OAuthError::TooManyRequests { retry_after });
-            }
-            let pool = client.policy.users.clone();
-            let user = username.clone();
-            let ok = tokio::task::spawn_blocking(move || password::verify_user(pool, &user, &pw))
-                .await
-                .map_err(|e| OAuthError::ServerError(format!("password check task: {e}")))?;
+            // Users get the guessing budget clients get (RFC 6749 §4.3.2), per (client, user,
+            // source): guessing one user's password from one place slows down that guesser
+            // only. The attempt counts before the hash runs, so a burst cannot all pass.
+            let principal = crate::lockout::Principal::User {
+                client_id: &client.client_id,
+                username: &username,
+            };
+            let attempt = st
+                .lockout
+                .begin(principal, req.addr, Instant::now())
+                .map_err(|r| OAuthError::TooManyRequests {
+                    retry_after: r.retry_after,
+                })?;
+            let ok = st
+                .passwords
+                .verify(client.policy.users.clone(), username.clone(), pw)
+                .await?;
             if !ok {
-                st.lockout
-                    .record_failure(&user_key, req.addr, Instant::now());
+                attempt.fail();
                 return Err(OAuthError::InvalidGrant(
                     "the username or password is wrong".into(),
                 ));
             }
+            attempt.succeed(Instant::now());
             password::grant(&cx, username)?
         }
     };

@@ -229,35 +229,59 @@ async fn unauthorized_client_unsupported_grant_type() {
 }
 
 #[tokio::test]
-async fn failed_authentications_lock_the_client_but_not_others() {
+async fn a_guesser_slows_itself_down_and_cannot_lock_the_client_out() {
     let h = Harness::new();
-    for _ in 0..10 {
-        assert_eq!(
-            h.cc("/oauth2/token", "es-client", "guess", &[])
-                .await
-                .status,
-            401
-        );
+    let guesser = "203.0.113.66";
+    // Five free failures, a sixth at once, then the guesser has to wait.
+    for i in 0..6 {
+        let r = h.cc_from(guesser, "es-client", &format!("guess-{i}")).await;
+        assert_eq!(r.status, 401, "guess {i}: {}", r.body);
     }
-    let locked = h.cc("/oauth2/token", "es-client", "guess", &[]).await;
-    assert_eq!(locked.status, 429);
-    let retry: u64 = locked.headers["retry-after"]
+    let slowed = h.cc_from(guesser, "es-client", "guess-x").await;
+    assert_eq!(slowed.status, 429, "{}", slowed.body);
+    assert_eq!(slowed.error(), "slow_down");
+    let retry: u64 = slowed.headers["retry-after"]
         .to_str()
         .expect("ascii")
         .parse()
         .expect("seconds");
-    assert!((1..=60).contains(&retry));
-    let right = h.cc("/oauth2/token", "es-client", "es-secret", &[]).await;
+    assert!((1..=300).contains(&retry), "{retry}");
     assert_eq!(
-        right.status, 429,
-        "a correct secret does not bypass the lock"
+        h.cc_from(guesser, "es-client", "es-secret").await.status,
+        429,
+        "the guessing source is not checked while it waits, even with the right secret"
     );
+    // The review's attack: this used to lock es-client for everyone.
     assert_eq!(
-        h.cc("/oauth2/token", "rs-client", "rs-secret", &[])
+        h.cc_from("198.51.100.7", "es-client", "es-secret")
             .await
             .status,
         200,
-        "other clients are unaffected"
+        "the client itself, from its own address, is served"
+    );
+    assert_eq!(
+        h.cc_from(guesser, "rs-client", "rs-secret").await.status,
+        200,
+        "other clients are unaffected, even from the guesser's address"
+    );
+    // Behind one address, clients that authenticated there before keep working after it has
+    // sprayed guesses at many client_ids (the Ingress case without --trusted-proxies).
+    let ingress = "10.0.0.1";
+    assert_eq!(
+        h.cc_from(ingress, "rs-client", "rs-secret").await.status,
+        200
+    );
+    let mut refused = 0;
+    for i in 0..150 {
+        if h.cc_from(ingress, &format!("guess-{i}"), "x").await.status == 429 {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 40, "the address budget (100) ran out: {refused}");
+    assert_eq!(
+        h.cc_from(ingress, "rs-client", "rs-secret").await.status,
+        200,
+        "a client known at this address is still served"
     );
 }
 
@@ -323,16 +347,72 @@ async fn failed_passwords_lock_the_user_not_the_client_or_other_users() {
         let h = &h;
         async move { h.post("/oauth2/token", &body, Some(&auth)).await }
     };
-    for _ in 0..10 {
+    for _ in 0..6 {
         assert_eq!(try_pw("alice", "guess").await.error(), "invalid_grant");
     }
     let locked = try_pw("alice", ALICE_PASSWORD).await;
     assert_eq!(
         locked.status, 429,
-        "the right password does not bypass the lock: {}",
+        "the guessing source is not checked while it waits: {}",
         locked.body
     );
     assert!(locked.headers.contains_key("retry-after"));
+    // From another address alice signs in: a guesser cannot lock her out.
+    let pw = |user: &str, password: &str| {
+        form(&[
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", password),
+        ])
+    };
+    let elsewhere = h
+        .post_from(
+            "198.51.100.8",
+            "/oauth2/token",
+            &pw("alice", ALICE_PASSWORD),
+            Some(&auth),
+        )
+        .await;
+    assert_eq!(elsewhere.status, 200, "{}", elsewhere.body);
+    // Ten wrong passwords against a proxy key (`-`, no client secret) slow that guesser for
+    // that user, not every user of the API.
+    let proxy = |user: &str, password: &str| {
+        form(&[
+            ("grant_type", "password"),
+            ("client_id", "reports-key"),
+            ("client_secret", "-"),
+            ("username", user),
+            ("password", password),
+        ])
+    };
+    for _ in 0..10 {
+        h.post_from("203.0.113.9", "/auth/jwt", &proxy("alice", "guess"), None)
+            .await;
+    }
+    assert_eq!(
+        h.post_from(
+            "203.0.113.9",
+            "/auth/jwt",
+            &proxy("bob", "bob-demo-password"),
+            None
+        )
+        .await
+        .status,
+        200,
+        "another user of the proxy key, from the same address"
+    );
+    assert_eq!(
+        h.post_from(
+            "192.0.2.10",
+            "/auth/jwt",
+            &proxy("alice", ALICE_PASSWORD),
+            None
+        )
+        .await
+        .status,
+        200,
+        "the same user from elsewhere"
+    );
     assert_eq!(
         try_pw("bob", "bob-demo-password").await.status,
         200,
@@ -354,8 +434,9 @@ async fn failed_passwords_lock_the_user_not_the_client_or_other_users() {
 #[tokio::test]
 async fn a_successful_authentication_resets_the_failure_count() {
     let h = Harness::new();
-    // Nine failures, a success, nine more failures: never ten in a row, so never locked.
-    for _ in 0..9 {
+    // Five failures (the free ones), a success, five more: the success forgets the first five,
+    // so no delay ever starts.
+    for _ in 0..5 {
         assert_eq!(
             h.cc("/oauth2/token", "es-client", "typo", &[]).await.status,
             401
@@ -367,7 +448,7 @@ async fn a_successful_authentication_resets_the_failure_count() {
             .status,
         200
     );
-    for _ in 0..9 {
+    for _ in 0..5 {
         assert_eq!(
             h.cc("/oauth2/token", "es-client", "typo", &[]).await.status,
             401

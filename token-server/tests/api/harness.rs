@@ -182,6 +182,29 @@ impl Harness {
             .await
     }
 
+    /// POSTs a form as if from `ip` (the peer address a socket would give).
+    pub async fn post_from(&self, ip: &str, path: &str, body: &str, auth: Option<&str>) -> Resp {
+        let mut b = Request::post(path).header("content-type", "application/x-www-form-urlencoded");
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        let mut req = b.body(Body::from(body.to_owned())).expect("request");
+        let addr = std::net::SocketAddr::new(ip.parse().expect("ip"), 40000);
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(addr));
+        self.send(req).await
+    }
+
+    /// client_credentials with client_secret_post, from `ip`.
+    pub async fn cc_from(&self, ip: &str, id: &str, secret: &str) -> Resp {
+        let body = form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", id),
+            ("client_secret", secret),
+        ]);
+        self.post_from(ip, "/oauth2/token", &body, None).await
+    }
+
     pub async fn get(&self, path: &str) -> Resp {
         self.send(Request::get(path).body(Body::empty()).expect("request"))
             .await

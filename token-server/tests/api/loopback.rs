@@ -229,7 +229,8 @@ async fn requests_in_flight_during_reloads_all_succeed() {
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
     for t in tasks {
-        assert!(t.await.expect("task").iter().all(|c| *c == 200));
+        let codes = t.await.expect("task");
+        assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
     }
     assert!(
         s.ready().await["generation"]
@@ -245,13 +246,19 @@ async fn the_source_address_budget_applies_over_sockets() {
         issuer: ISSUER.into(),
         ..Config::default()
     };
-    cfg.lockout.per_address = 5;
+    cfg.lockout.source_budget = 5;
     let s = start(cfg).await;
+    assert_eq!(s.token("rs-client", "rs-secret").await.0, 200);
     for i in 0..5 {
         assert_eq!(s.token(&format!("guess-{i}"), "x").await.0, 401);
     }
+    let (status, body) = s.token("es-client", "es-secret").await;
+    assert_eq!(status, 429, "a client new to this address waits: {body}");
     let (status, body) = s.token("rs-client", "rs-secret").await;
-    assert_eq!(status, 429, "{body}");
+    assert_eq!(
+        status, 200,
+        "a client known at this address does not: {body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
