@@ -136,7 +136,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "", env = "TESSERA_TRUSTED_PROXIES")]
     pub trusted_proxies: String,
     /// Password checks (argon2id, 19 MiB each) that run at once; more wait up to 2 s, then get
-    /// 503 with Retry-After. Default: the CPUs, at most 4.
+    /// 503 with Retry-After. Default: half the CPUs (1 to 4).
     #[arg(long, env = "TESSERA_PASSWORD_CHECKS", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub password_checks: Option<u16>,
     /// Threads serving the API (each a single-threaded runtime on its own SO_REUSEPORT socket).

@@ -1,6 +1,9 @@
 //! The adversarial review's attacks, replayed against the shipped binary over loopback: each test
 //! performs the attack and asserts it is refused (each failed before its fix).
 
+#[path = "support/attack_load.rs"]
+mod attack_load;
+
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 
@@ -275,4 +278,66 @@ async fn a_flood_of_idle_admin_connections_holds_few_descriptors_and_the_api_kee
         assert!(Instant::now() < deadline, "admin port never recovered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Budgets lifted, so that every request reaches the work under test (the slots, the tables).
+const NO_BUDGETS: [&str; 6] = [
+    "--free-failed-auth",
+    "1000000",
+    "--max-failed-auth-per-client",
+    "1000000",
+    "--max-failed-auth-per-address",
+    "1000000",
+];
+
+const MIB: u64 = 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_concurrent_password_checks_keep_memory_within_50_mb_of_idle() {
+    let r = start(&NO_BUDGETS).await;
+    let (idle, _) = attack_load::rss_kib(r.pid());
+    let codes =
+        attack_load::password_flood(&r.api, ("demo-app", "demo-secret-change-me"), 300).await;
+    let (_, peak) = attack_load::rss_kib(r.pid());
+    eprintln!(
+        "300 concurrent password requests: idle {} MiB, peak {} MiB, answers {codes:?}",
+        idle / MIB,
+        peak / MIB
+    );
+    assert!(
+        codes.keys().all(|c| *c == 400 || *c == 503),
+        "wrong passwords (400) or busy (503): {codes:?}"
+    );
+    assert!(codes.get(&400).is_some_and(|n| *n > 0), "some were checked");
+    assert!(
+        peak <= idle + 50 * MIB,
+        "peak RSS {} MiB over idle {} MiB",
+        (peak - idle) / MIB,
+        idle / MIB
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_failures_with_long_client_ids_keep_memory_within_50_mb_of_idle() {
+    let r = start(&NO_BUDGETS).await;
+    let (idle, _) = attack_load::rss_kib(r.pid());
+    // 200 KB ids are refused at the HTTP layer (431); the longest that fit the 32 KiB head
+    // reach the lockout tables.
+    let big = attack_load::long_id_failures(&r.api, 50, 200 * 1024, 10).await;
+    assert_eq!(big.get(&431).copied(), Some(50), "{big:?}");
+    let codes = attack_load::long_id_failures(&r.api, 10_000, 20 * 1024, 32).await;
+    let (now, peak) = attack_load::rss_kib(r.pid());
+    eprintln!(
+        "10,000 failures with 20 KiB ids: idle {} MiB, after {} MiB, peak {} MiB, answers {codes:?}",
+        idle / MIB,
+        now / MIB,
+        peak / MIB
+    );
+    assert_eq!(codes.get(&401).copied(), Some(10_000), "{codes:?}");
+    assert!(
+        peak <= idle + 50 * MIB,
+        "peak RSS {} MiB over idle {} MiB",
+        (peak - idle) / MIB,
+        idle / MIB
+    );
 }

@@ -9,23 +9,19 @@
 
 use super::{GrantCtx, Issued, Subject, issue, select_audiences, select_scopes};
 use crate::error::OAuthError;
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use argon2::{Argon2, PasswordHash};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tessera_crds::model::UserPool;
 
 /// Longest username or password accepted (argon2 work must not be attacker-sized).
 pub const MAX_CREDENTIAL_LEN: usize = 1024;
 
-// A valid hash of a random password: verifying against it costs what a real user costs.
-static DUMMY: LazyLock<String> = LazyLock::new(|| {
-    use argon2::PasswordHasher;
-    Argon2::default()
-        .hash_password(b"tessera-dummy-password-for-unknown-users")
-        .map(|h| h.to_string())
-        .unwrap_or_default()
-});
+// A valid hash (argon2's default cost, as `hash-password` makes) of a random password nobody
+// kept: verifying against it costs what a real user costs. A constant, so that no check ever
+// hashes twice (computing it at first use cost a second 19 MiB).
+const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$zz+WNrhNdIyyXbp7KNBaaw$UKw1mLNcZJ4IDcdbxccr8k204qZk2XJjwzTzmFMWve0";
 
 /// The username and password of the request, checked for presence and size.
 pub fn read_user(params: &crate::http::form::Params) -> Result<(String, String), OAuthError> {
@@ -45,16 +41,36 @@ const MAX_M_COST_KIB: u32 = 64 * 1024;
 const MAX_T_COST: u32 = 10;
 const MAX_P_COST: u32 = 4;
 
-/// Password checks that may run at once by default: the cores, at most 4.
+/// Password checks that may run at once by default: half the CPUs (at least 1, at most 4), so a
+/// flood of password requests leaves the other half to every other request, and memory for
+/// hashing stays at a few times 19 MiB.
 pub fn default_concurrency() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 4))
 }
 
-/// The bounded slots password checks run in.
-#[derive(Debug)]
+/// The bounded slots password checks run in: one worker thread per slot. A fixed set of threads
+/// matters for memory, not only for CPU: the allocator keeps a thread's freed 19 MiB for that
+/// thread's next hash, so hashes spread over a growing blocking pool would each leave one behind.
 pub struct PasswordChecks {
     slots: Arc<tokio::sync::Semaphore>,
+    jobs: std::sync::Mutex<std::sync::mpsc::SyncSender<Job>>,
     wait: Duration,
+}
+
+impl std::fmt::Debug for PasswordChecks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordChecks")
+            .field("available", &self.slots.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Job {
+    pool: Option<Arc<UserPool>>,
+    username: String,
+    password: String,
+    cancelled: Arc<AtomicBool>,
+    reply: tokio::sync::oneshot::Sender<bool>,
 }
 
 /// Marks the check cancelled when the request's future is dropped (timeout, client gone).
@@ -69,34 +85,88 @@ impl Drop for CancelOnDrop {
 impl PasswordChecks {
     /// `slots` checks at once; a request waits up to two seconds for one.
     pub fn new(slots: usize) -> Self {
+        Self::with_wait(slots, Duration::from_secs(2))
+    }
+
+    fn with_wait(slots: usize, wait: Duration) -> Self {
+        let slots = slots.max(1);
+        // Never more queued than slots: a job is only sent by the holder of a slot.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(slots);
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..slots {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-{i}"))
+                .spawn(move || {
+                    let mut memory = Vec::new();
+                    loop {
+                        let job = {
+                            let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+                            rx.recv()
+                        };
+                        let Ok(job) = job else { return };
+                        // The request may have timed out while its job was queued.
+                        if job.cancelled.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        let ok =
+                            verify_user_in(&mut memory, job.pool, &job.username, &job.password);
+                        let _ = job.reply.send(ok);
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a password-check thread");
+            }
+        }
         Self {
-            slots: Arc::new(tokio::sync::Semaphore::new(slots.max(1))),
-            wait: Duration::from_secs(2),
+            slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            jobs: std::sync::Mutex::new(tx),
+            wait,
         }
     }
 
-    /// Checks in a slot, on the blocking pool; [`OAuthError::Busy`] if no slot frees in time.
+    /// Checks in a slot; [`OAuthError::Busy`] if no slot frees within the wait.
     pub async fn verify(
         &self,
         pool: Option<Arc<UserPool>>,
         username: String,
         password: String,
     ) -> Result<bool, OAuthError> {
-        let Ok(Ok(slot)) =
-            tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await
-        else {
+        let Ok(Ok(_slot)) = tokio::time::timeout(self.wait, self.slots.acquire()).await else {
             return Err(OAuthError::Busy { retry_after: 1 });
         };
         let cancelled = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(cancelled.clone());
-        tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            // The request may have timed out while the task waited for a thread.
-            (!cancelled.load(Ordering::Relaxed)).then(|| verify_user(pool, &username, &password))
-        })
-        .await
-        .map_err(|e| OAuthError::ServerError(format!("password check task: {e}")))?
-        .ok_or_else(|| OAuthError::ServerError("password check cancelled".into()))
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            pool,
+            username,
+            password,
+            cancelled,
+            reply,
+        };
+        // Never blocks: a cancelled request frees its slot while its job may still be queued,
+        // so the queue can be full; that is busy too.
+        match self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_send(job)
+        {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                return Err(OAuthError::Busy { retry_after: 1 });
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                return Err(OAuthError::ServerError(
+                    "the password-check threads are gone".into(),
+                ));
+            }
+        }
+        // The slot is held until the worker answers, so at most `slots` hashes run or wait.
+        answer
+            .await
+            .map_err(|_| OAuthError::ServerError("a password check ended without an answer".into()))
     }
 
     /// Slots free now (for tests and metrics).
@@ -113,19 +183,55 @@ fn cost_ok(h: &PasswordHash) -> bool {
 
 /// True if the user is in the pool with this password. Blocking: run it in [`PasswordChecks`].
 pub fn verify_user(pool: Option<Arc<UserPool>>, username: &str, password: &str) -> bool {
+    verify_user_in(&mut Vec::new(), pool, username, password)
+}
+
+/// [`verify_user`] with the argon2 memory in `memory`, kept for the next check: a worker
+/// allocates its 19 MiB once instead of once per check.
+fn verify_user_in(
+    memory: &mut Vec<argon2::Block>,
+    pool: Option<Arc<UserPool>>,
+    username: &str,
+    password: &str,
+) -> bool {
     let stored = pool
         .as_ref()
         .and_then(|p| p.hash_of(username))
         .map(str::to_owned);
     let known = stored.is_some();
-    let hash = stored.unwrap_or_else(|| DUMMY.clone());
-    let ok = PasswordHash::new(&hash).is_ok_and(|h| {
-        cost_ok(&h)
-            && Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-    });
+    let hash = stored.unwrap_or_else(|| DUMMY.to_owned());
+    let ok = PasswordHash::new(&hash)
+        .is_ok_and(|h| cost_ok(&h) && matches(memory, &h, password.as_bytes()));
     ok && known
+}
+
+/// Recomputes `hash` for `password` in `memory` (argon2's own `hash_password_into_with_memory`)
+/// and compares in constant time.
+fn matches(memory: &mut Vec<argon2::Block>, hash: &PasswordHash, password: &[u8]) -> bool {
+    use subtle::ConstantTimeEq as _;
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = argon2::Algorithm::try_from(hash.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match hash.version.map(argon2::Version::try_from) {
+        None => argon2::Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let Ok(params) = argon2::Params::try_from(hash) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, argon2::Block::default());
+    }
+    let mut out = vec![0u8; expected.as_bytes().len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt, &mut out, &mut memory[..blocks])
+        .is_ok()
+        && bool::from(out.ct_eq(expected.as_bytes()))
 }
 
 /// Issues a token for a verified user.
@@ -162,10 +268,7 @@ mod tests {
 
     #[tokio::test]
     async fn past_the_slots_requests_wait_then_get_busy() {
-        let checks = Arc::new(PasswordChecks {
-            slots: Arc::new(tokio::sync::Semaphore::new(1)),
-            wait: Duration::from_millis(50),
-        });
+        let checks = Arc::new(PasswordChecks::with_wait(1, Duration::from_millis(50)));
         let held = checks.slots.clone().acquire_owned().await.expect("slot");
         let r = checks.verify(None, "a".into(), "b".into()).await;
         assert!(
