@@ -22,8 +22,10 @@ pub struct PeerCert {
     pub thumbprint: String,
     /// The chain leads to the configured client CA (and was valid when checked).
     pub ca_verified: bool,
-    /// Subject DN in RFC 4514 order and form, e.g. `CN=app,O=Acme`.
+    /// Subject DN in RFC 4514 order and form (escaped), e.g. `CN=app,O=Acme`, for messages.
     pub subject: String,
+    /// The subject as compared with a binding's `subjectDN`.
+    pub subject_rdns: Rdns,
     /// DNS SANs.
     pub dns: Vec<String>,
     /// URI SANs.
@@ -40,19 +42,102 @@ pub struct PeerCert {
     pub chain: Arc<[CertificateDer<'static>]>,
 }
 
-/// Canonical form of a DN for comparison: attributes trimmed, `, ` separators folded, attribute
-/// types upper-cased.
-fn canonical_dn(dn: &str) -> String {
-    dn.split(',')
+/// A DN as compared: its RDNs in X.509 order, each a sorted list of (attribute type OID,
+/// value). Two DNs match when these are equal: a value that contains `,` or `+` stays one value,
+/// and a multi-valued RDN stays one RDN (a string comparison confused both).
+pub type Rdns = Vec<Vec<(String, String)>>;
+
+fn value_text(v: &x509_cert::der::Any) -> String {
+    use x509_cert::der::Encode as _;
+    use x509_cert::der::asn1::{Ia5StringRef, PrintableStringRef, TeletexStringRef, Utf8StringRef};
+    use x509_cert::der::{Tag, Tagged as _};
+    let text = match v.tag() {
+        Tag::PrintableString => PrintableStringRef::try_from(v)
+            .ok()
+            .map(|s| s.as_str().to_owned()),
+        Tag::Utf8String => Utf8StringRef::try_from(v)
+            .ok()
+            .map(|s| s.as_str().to_owned()),
+        Tag::Ia5String => Ia5StringRef::try_from(v)
+            .ok()
+            .map(|s| s.as_str().to_owned()),
+        Tag::TeletexString => TeletexStringRef::try_from(v)
+            .ok()
+            .map(|s| s.as_str().to_owned()),
+        _ => None,
+    };
+    // Other string types, and `#hex` values, compare by their DER.
+    text.unwrap_or_else(|| {
+        let der = v.to_der().unwrap_or_default();
+        format!(
+            "#{}",
+            der.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )
+    })
+}
+
+fn rdns_of(name: &x509_cert::name::RdnSequence) -> Rdns {
+    name.0
+        .iter()
         .map(|rdn| {
-            let rdn = rdn.trim();
-            match rdn.split_once('=') {
-                Some((t, v)) => format!("{}={}", t.trim().to_ascii_uppercase(), v.trim()),
-                None => rdn.to_owned(),
-            }
+            let mut atvs: Vec<(String, String)> = rdn
+                .0
+                .iter()
+                .map(|atv| (atv.oid.to_string(), value_text(&atv.value)))
+                .collect();
+            atvs.sort();
+            atvs
         })
-        .collect::<Vec<_>>()
-        .join(",")
+        .collect()
+}
+
+/// Parses a DN string of a binding (RFC 4514, with x509-cert's parser). Attribute types are
+/// case-insensitive and spaces after a separator are allowed, as people write them
+/// (`CN=app, OU=Payments, o=Acme`); escapes are honoured. `None` if it does not parse: such a
+/// binding matches no certificate.
+pub fn parse_dn(dn: &str) -> Option<Rdns> {
+    // Lower-case each attribute type and drop spaces after unescaped `,` and `+`; values are
+    // copied byte for byte (escapes included) for the real parser.
+    let mut norm = String::with_capacity(dn.len());
+    let (mut in_type, mut escaped, mut after_sep) = (true, false, true);
+    for c in dn.trim().chars() {
+        if escaped {
+            escaped = false;
+            norm.push(c);
+            continue;
+        }
+        match c {
+            '\\' => {
+                escaped = true;
+                norm.push(c);
+            }
+            ' ' if after_sep => {}
+            ',' | '+' if !in_type => {
+                in_type = true;
+                after_sep = true;
+                // Spaces before a separator belong to no value (RFC 4514 escapes real ones).
+                while norm.ends_with(' ') && !norm.ends_with("\\ ") {
+                    norm.pop();
+                }
+                norm.push(c);
+            }
+            '=' if in_type => {
+                in_type = false;
+                after_sep = false;
+                while norm.ends_with(' ') {
+                    norm.pop();
+                }
+                norm.push(c);
+            }
+            _ => {
+                after_sep = false;
+                norm.push(if in_type { c.to_ascii_lowercase() } else { c });
+            }
+        }
+    }
+    <x509_cert::name::RdnSequence as std::str::FromStr>::from_str(&norm)
+        .ok()
+        .map(|n| rdns_of(&n))
 }
 
 impl PeerCert {
@@ -61,28 +146,16 @@ impl PeerCert {
         let leaf = chain.first()?;
         use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
         let (_, cert) = X509Certificate::from_der(leaf.as_ref()).ok()?;
-        // RFC 4514 lists RDNs most specific first; X.509 stores them the other way round.
-        let mut rdns: Vec<String> = Vec::new();
-        for rdn in cert.subject().iter() {
-            for attr in rdn.iter() {
-                let name = x509_parser::objects::oid2abbrev(
-                    attr.attr_type(),
-                    x509_parser::objects::oid_registry(),
-                )
-                .map(str::to_owned)
-                .unwrap_or_else(|_| attr.attr_type().to_id_string());
-                let value = attr.as_str().ok()?.to_owned();
-                rdns.push(format!("{name}={value}"));
-            }
-        }
-        rdns.reverse();
+        use x509_cert::der::Decode as _;
+        let subject = x509_cert::name::RdnSequence::from_der(cert.subject().as_raw()).ok()?;
         let mut pc = PeerCert {
             thumbprint: URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
                 &aws_lc_rs::digest::SHA256,
                 leaf.as_ref(),
             )),
             ca_verified,
-            subject: rdns.join(","),
+            subject: subject.to_string(),
+            subject_rdns: rdns_of(&subject),
             dns: Vec::new(),
             uris: Vec::new(),
             emails: Vec::new(),
@@ -134,7 +207,7 @@ impl PeerCert {
         let dn = b
             .subject_dn
             .as_deref()
-            .is_none_or(|dn| canonical_dn(dn) == canonical_dn(&self.subject));
+            .is_none_or(|dn| parse_dn(dn).is_some_and(|want| want == self.subject_rdns));
         let san = b.san.as_ref().is_none_or(|s| {
             s.dns
                 .as_deref()
@@ -239,6 +312,7 @@ mod tests {
             thumbprint: "t".repeat(43),
             ca_verified: true,
             subject: "CN=app,OU=Payments,O=Acme".into(),
+            subject_rdns: parse_dn("CN=app,OU=Payments,O=Acme").expect("dn"),
             dns: vec!["app.acme.example".into()],
             uris: vec!["spiffe://acme/ns/pay/sa/app".into()],
             emails: vec!["ops@acme.example".into()],
@@ -268,6 +342,34 @@ mod tests {
             }),
             thumbprint_sha256: None,
         }
+    }
+
+    #[test]
+    fn a_value_with_separators_or_a_multi_valued_rdn_is_not_another_dn() {
+        let want = parse_dn("CN=settlement-bank,O=Example Bank").expect("dn");
+        for spoof in [
+            // One CN whose value contains `,O=Example Bank` (escaped as RFC 4514 requires).
+            "CN=settlement-bank\\,O=Example Bank",
+            // One multi-valued RDN with both attributes.
+            "CN=settlement-bank+O=Example Bank",
+            "O=Example Bank+CN=settlement-bank",
+            // Quoted-looking and hex values are values, not structure.
+            "CN=\\\"settlement-bank\\,O=Example Bank\\\"",
+        ] {
+            let got = parse_dn(spoof).expect("parses");
+            assert_ne!(got, want, "{spoof}");
+        }
+        assert_eq!(
+            parse_dn("cn=settlement-bank, o=Example Bank").expect("dn"),
+            want,
+            "type case and spaces after commas are folded"
+        );
+        assert_eq!(
+            parse_dn("O=Example Bank+CN=x").expect("dn"),
+            parse_dn("CN=x+O=Example Bank").expect("dn"),
+            "the attributes of one RDN are a set"
+        );
+        assert!(parse_dn("not a dn").is_none());
     }
 
     #[test]
@@ -307,6 +409,10 @@ mod tests {
             "RDN order matters (RFC 4514)"
         );
         assert!(!p.matches(&dn("CN=app,O=Acme")));
+        assert!(
+            !p.matches(&dn("CN=app,OU=Payments,O=Acme,")),
+            "does not parse"
+        );
         let thumb = MtlsBinding {
             subject_dn: Some("CN=app,OU=Payments,O=Acme".into()),
             san: None,

@@ -508,6 +508,9 @@ async fn certificate_bound_clients_by_dn_san_and_thumbprint_and_every_rejection(
         0,
     );
     let forged = client_cert("settlement-bank", Some("Example Bank"), None, None, 0);
+    // The review's spoof: one CN attribute whose value is `settlement-bank,O=Example Bank`,
+    // issued by the trusted CA. Its subject string was `CN=settlement-bank,O=Example Bank`.
+    let one_attribute = client_cert("settlement-bank,O=Example Bank", None, None, Some(&ca), 0);
     for (what, id, cert) in [
         ("no certificate", "bank-dn", None),
         ("expired", "bank-dn", Some(&expired)),
@@ -520,6 +523,11 @@ async fn certificate_bound_clients_by_dn_san_and_thumbprint_and_every_rejection(
             Some(&other),
         ),
         ("self-signed with the right DN", "bank-dn", Some(&forged)),
+        (
+            "one CN attribute holding the whole DN",
+            "bank-dn",
+            Some(&one_attribute),
+        ),
         (
             "thumbprint of another certificate",
             "self-client",
