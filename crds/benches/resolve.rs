@@ -124,6 +124,7 @@ fn cluster(secrets_in_status: bool) -> ResourceSet {
             acl: (0..2)
                 .map(|k| format!("proxy-{}", (i + k * 13) % PROXIES))
                 .collect(),
+            introspects: Vec::new(),
             roles: (0..2)
                 .map(|k| format!("role-{}", (i * 3 + k) % ROLES))
                 .collect(),

@@ -49,6 +49,12 @@ pub struct CredentialSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256), extend("x-kubernetes-list-type" = "set"), inner(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")))]
     pub acl: Vec<String>,
+    /// Names of ApiProxies whose tokens this client may introspect, whoever they were issued to:
+    /// the resource server, or the gateway in front of it. Calling an API (`acl`) does not grant
+    /// this; without it, introspection tells a client only about its own tokens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), extend("x-kubernetes-list-type" = "set"), inner(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")))]
+    pub introspects: Vec<String>,
     /// Names of Roles held: each grants its ApiProxies and its scope.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256), extend("x-kubernetes-list-type" = "set"), inner(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")))]

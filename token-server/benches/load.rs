@@ -82,7 +82,7 @@ fn write_folder(dir: &Path, n: usize) {
         ("bench-gateway", "opaque"),
     ] {
         base += &format!(
-            "---\napiVersion: tessera.dev/v1alpha1\nkind: Credential\nmetadata: {{name: {id}}}\nspec: {{clientId: {id}, secretRef: {{name: {id}}}, policyRef: {{name: {policy}}}, acl: [p0], roles: [r1], claims: {{tenant: bench}}}}\n"
+            "---\napiVersion: tessera.dev/v1alpha1\nkind: Credential\nmetadata: {{name: {id}}}\nspec: {{clientId: {id}, secretRef: {{name: {id}}}, policyRef: {{name: {policy}}}, acl: [p0], introspects: [p0], roles: [r1], claims: {{tenant: bench}}}}\n"
         );
         base += &format!(
             "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {id}}}\nstringData: {{client_secret: {}}}\n",

@@ -636,6 +636,14 @@ fn credential_client<'a>(
             None => cx.report.add(&r, Reason::ProxyNotFound, format!("spec.acl[{i}]"), format!("ApiProxy {p} not found in namespace {ns}; create it or remove it from the ACL (the others are still granted)")),
         }
     }
+    let mut introspects = Vec::with_capacity(s.introspects.len());
+    for (i, p) in s.introspects.iter().enumerate() {
+        match proxies.get(&(ns, p.as_str())) {
+            Some(ProxyState::Serving(aud)) => introspects.push(aud.clone()),
+            Some(ProxyState::Inert) => {}
+            None => cx.report.add(&r, Reason::ProxyNotFound, format!("spec.introspects[{i}]"), format!("ApiProxy {p} not found in namespace {ns}; create it or remove it from introspects (the others are still granted)")),
+        }
+    }
     let mut scopes = Vec::with_capacity(s.roles.len());
     for (i, role) in s.roles.iter().enumerate() {
         match roles.get(&(ns, role.as_str())) {
@@ -689,6 +697,7 @@ fn credential_client<'a>(
             verifiers,
             policy: policy.clone(),
             audiences: sorted_unique(audiences),
+            introspects: sorted_unique(introspects),
             scopes: sorted_unique(scopes),
             claims: s.claims.clone(),
             mtls: s.mtls.clone().map(Box::new),
@@ -767,7 +776,9 @@ fn proxy_key_client<'a>(
             kind: ClientKind::ProxyKey,
             verifiers,
             policy: policy.clone(),
-            audiences: vec![audience],
+            audiences: vec![audience.clone()],
+            // The proxy key is the API's own identity: its gateway introspects tokens for it.
+            introspects: vec![audience],
             scopes: sorted_unique(scopes),
             claims: Default::default(),
             mtls: None,

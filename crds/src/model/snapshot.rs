@@ -99,6 +99,9 @@ pub struct Client {
     pub policy: Arc<Policy>,
     /// Audiences it may obtain tokens for, sorted.
     pub audiences: Vec<Arc<str>>,
+    /// Audiences whose tokens it may introspect whoever holds them (a resource server), sorted:
+    /// a Credential's `introspects`, a proxy key's own API.
+    pub introspects: Vec<Arc<str>>,
     /// Scopes it holds (its Roles' scope names), sorted.
     pub scopes: Vec<Arc<str>>,
     /// Custom claims from Credential metadata.
@@ -132,6 +135,13 @@ impl Client {
     /// True if the client may obtain tokens for `audience`.
     pub fn may_call(&self, audience: &str) -> bool {
         self.audiences
+            .binary_search_by(|a| (**a).cmp(audience))
+            .is_ok()
+    }
+
+    /// True if the client is a resource server of `audience`: it may introspect any token for it.
+    pub fn serves(&self, audience: &str) -> bool {
+        self.introspects
             .binary_search_by(|a| (**a).cmp(audience))
             .is_ok()
     }

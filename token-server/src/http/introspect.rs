@@ -1,5 +1,7 @@
 //! RFC 7662 introspection. The caller authenticates; it learns about a token only if the token was
-//! issued to it or names an audience it may call (a gateway introspecting tokens for its API).
+//! issued to it, or if it is a resource server of one of the token's audiences (a Credential's
+//! `introspects`, or the API's proxy key). Being allowed to *call* an API is not enough: that
+//! would let every client of an API read the claims of every other client's tokens.
 //! Anything else, including tokens that are invalid, expired or revoked, is `{"active": false}`.
 
 use super::request;
@@ -71,8 +73,9 @@ pub fn inspect(
         Some(Found::Access(c, format)) => {
             let live = c.exp.is_none_or(|e| e > t) && c.nbf <= t + 60;
             let revoked = revocations.get(&c.jti, t) == Some(Mark::Revoked);
+            // Resource servers see tokens for their audience; any other client only its own.
             let allowed = caller.client_id == c.client_id
-                || c.aud.as_slice().iter().any(|a| caller.may_call(a));
+                || c.aud.as_slice().iter().any(|a| caller.serves(a));
             if !live || revoked || !allowed || !client_still_valid(served, &c.client_id, c.iat, now)
             {
                 return inactive;

@@ -352,7 +352,7 @@ spec: {clientId: opaque-client, secretRef: {name: s-opaque}, policyRef: {name: o
 apiVersion: tessera.dev/v1alpha1
 kind: Credential
 metadata: {name: gateway}
-spec: {clientId: orders-gateway, secretRef: {name: s-gateway}, policyRef: {name: opaque}, acl: [orders]}
+spec: {clientId: orders-gateway, secretRef: {name: s-gateway}, policyRef: {name: opaque}, acl: [orders], introspects: [orders]}
 ---
 apiVersion: tessera.dev/v1alpha1
 kind: Credential

@@ -274,3 +274,52 @@ async fn the_key_decides_the_algorithm_not_the_header() {
         );
     }
 }
+
+#[tokio::test]
+async fn calling_an_api_does_not_let_a_client_read_other_clients_tokens_for_it() {
+    let h = Harness::new();
+    let t = h
+        .cc("/oauth2/token", "opaque-client", "opaque-secret", &[])
+        .await
+        .str("access_token");
+    // rs-client may call the orders API too: before, that let it read opaque-client's claims.
+    assert_eq!(
+        introspect(&h, &t, "rs-client", "rs-secret").await.body,
+        serde_json::json!({"active": false})
+    );
+    // The declared resource server of the API does see it.
+    assert_eq!(
+        introspect(&h, &t, "orders-gateway", "gateway-secret")
+            .await
+            .body["active"],
+        true
+    );
+    // A proxy key is its API's identity: it introspects tokens for that API.
+    let reports = h
+        .post(
+            "/auth/jwt",
+            &form(&[
+                ("grant_type", "password"),
+                ("client_id", "reports-key"),
+                ("client_secret", "-"),
+                ("username", "alice"),
+                ("password", ALICE_PASSWORD),
+            ]),
+            None,
+        )
+        .await
+        .str("access_token");
+    assert_eq!(
+        introspect(&h, &reports, "reports-key", "reports-secret")
+            .await
+            .body["active"],
+        true
+    );
+    assert_eq!(
+        introspect(&h, &reports, "orders-gateway", "gateway-secret")
+            .await
+            .body["active"],
+        false,
+        "the orders gateway serves another API"
+    );
+}
