@@ -168,3 +168,170 @@ async fn a_missing_rbac_rule_is_reported_on_the_object_and_in_readiness_not_a_cr
     );
     cluster.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_account_cannot_change_secrets_it_does_not_own_even_cluster_wide() {
+    use k8s_openapi::api::core::v1::Secret;
+    let cluster = Cluster::connect("owned").await;
+    let sys = cluster.namespace("sys").await;
+    let app = cluster.namespace("app").await;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let helm = tessera_control_plane::helm();
+    // The default: watchNamespaces empty, a ClusterRole that may write any Secret.
+    let out = std::process::Command::new(&helm)
+        .args(["install", "tessera"])
+        .arg(root.join("charts/tessera"))
+        .args(["--namespace", &sys, "--skip-crds", "--kubeconfig"])
+        .arg(cluster.admin_kubeconfig())
+        .output()
+        .expect("helm");
+    assert!(
+        out.status.success(),
+        "helm install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let admin_secrets = Api::<Secret>::namespaced(cluster.admin.clone(), &app);
+    let foreign: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "db-password"},
+        "stringData": {"password": "hunter2"},
+    }))
+    .expect("secret");
+    admin_secrets
+        .create(&PostParams::default(), &foreign)
+        .await
+        .expect("the user's Secret");
+    let tr: TokenRequest =
+        serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).expect("tr");
+    let token = Api::<ServiceAccount>::namespaced(cluster.admin.clone(), &sys)
+        .create_token_request("tessera-operator", &PostParams::default(), &tr)
+        .await
+        .expect("TokenRequest")
+        .status
+        .and_then(|s| s.token)
+        .expect("token");
+    let proxy = cluster.proxy().await;
+    let kc = cluster.kubeconfig_for("operator-sa", &proxy, Some(&token));
+    let operator =
+        tessera_control_plane::client_from_yaml(&std::fs::read_to_string(&kc).expect("kubeconfig"))
+            .await;
+    let secrets = Api::<Secret>::namespaced(operator, &app);
+    // The API server loads a new policy asynchronously: wait until it refuses a probe.
+    let took = eventually(
+        Duration::from_secs(30),
+        "the owned-Secrets policy is enforced",
+        || {
+            let secrets = secrets.clone();
+            let admin_secrets = admin_secrets.clone();
+            async move {
+                let probe: Secret = serde_json::from_value(json!({
+                    "metadata": {"generateName": "probe-"},
+                    "stringData": {"x": "y"},
+                }))
+                .expect("secret");
+                match secrets.create(&PostParams::default(), &probe).await {
+                    Err(kube::Error::Api(e)) => {
+                        e.message.contains("-owned-secrets")
+                    }
+                    Ok(made) => {
+                        let name = made.metadata.name.unwrap_or_default();
+                        let _ = admin_secrets.delete(&name, &Default::default()).await;
+                        false
+                    }
+                    Err(_) => false,
+                }
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "owned-Secrets policy enforced {} ms after install",
+        took.as_millis()
+    );
+    // Reading is what RBAC grants (referenced Secrets, user pools, CA bundles)...
+    let mut read = secrets
+        .get("db-password")
+        .await
+        .expect("RBAC allows the read");
+    // ...but changing, or deleting, a Secret it does not own is refused by the API server.
+    read.string_data = Some([("password".to_owned(), "owned".to_owned())].into());
+    read.metadata.managed_fields = None;
+    let denied = |r: Result<Secret, kube::Error>, what: &str| match r {
+        // An admission policy's denial is 422 Invalid, with its message.
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 422, "{what}: {e:?}");
+            assert!(
+                e.message.contains("managed-by=tessera-operator"),
+                "{what}: {}",
+                e.message
+            );
+        }
+        other => panic!("{what} was not refused: {other:?}"),
+    };
+    denied(
+        secrets
+            .replace("db-password", &PostParams::default(), &read)
+            .await,
+        "replacing a foreign Secret",
+    );
+    // Claiming it by adding the label is an update of a foreign Secret too.
+    let mut claimed = read.clone();
+    claimed.metadata.labels = Some(
+        [(
+            "app.kubernetes.io/managed-by".to_owned(),
+            "tessera-operator".to_owned(),
+        )]
+        .into(),
+    );
+    denied(
+        secrets
+            .replace("db-password", &PostParams::default(), &claimed)
+            .await,
+        "labelling a foreign Secret as its own",
+    );
+    let unlabelled: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "sneaky"},
+        "stringData": {"x": "y"},
+    }))
+    .expect("secret");
+    denied(
+        secrets.create(&PostParams::default(), &unlabelled).await,
+        "creating an unlabelled Secret",
+    );
+    match secrets
+        .delete("db-password", &Default::default())
+        .await
+        .map(|_| ())
+    {
+        // RBAC grants no delete at all (403); the policy would refuse it too (422).
+        Err(kube::Error::Api(e)) => assert!(matches!(e.code, 403 | 422), "delete: {e:?}"),
+        other => panic!("deleting a foreign Secret was not refused: {other:?}"),
+    }
+    // Its own Secrets it writes as before.
+    let own: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "gen-client", "labels": {"app.kubernetes.io/managed-by": "tessera-operator"}},
+        "stringData": {"client_secret": "x"},
+    }))
+    .expect("secret");
+    let mut created = secrets
+        .create(&PostParams::default(), &own)
+        .await
+        .expect("a labelled Secret is allowed");
+    created.string_data = Some([("client_secret".to_owned(), "y".to_owned())].into());
+    created.metadata.managed_fields = None;
+    secrets
+        .replace("gen-client", &PostParams::default(), &created)
+        .await
+        .expect("updating its own Secret is allowed");
+    assert_eq!(
+        admin_secrets
+            .get("db-password")
+            .await
+            .expect("still there")
+            .data
+            .and_then(|d| d.get("password").cloned())
+            .map(|b| b.0),
+        Some(b"hunter2".to_vec()),
+        "the user's Secret is unchanged"
+    );
+    cluster.cleanup().await;
+}

@@ -87,7 +87,17 @@ fn cluster(secrets_in_status: bool) -> ResourceSet {
         let secret = format!("s3cret-{i:064}");
         let (secret_ref, status) = if secrets_in_status {
             let published = PublishedVerifier {
-                verifier: key.verifier(secret.as_bytes()).to_published(),
+                verifier: key
+                    .verifier(
+                        &tessera_crds::secret::verifier_binding(
+                            None,
+                            "Credential",
+                            "default",
+                            &name,
+                        ),
+                        secret.as_bytes(),
+                    )
+                    .to_published(),
                 not_after: None,
             };
             (

@@ -5,6 +5,11 @@
 //! the keys Secret). Generated secrets carry 256 bits of entropy, so a fast keyed hash is safe and
 //! keeps the token endpoint O(1); the key means a leaked verifier list cannot be brute-forced even
 //! for a weak user-supplied secret. Comparison is constant-time.
+//!
+//! Each verifier is bound to its object: the HMAC input starts with the object's uid (or, for a
+//! folder of manifests without uids, its kind, namespace and name). A verifier copied into
+//! another Credential's status (the token server may patch `credentials/status`) then verifies
+//! nothing there.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -14,8 +19,18 @@ use subtle::ConstantTimeEq;
 
 /// Data key of a client secret in a Secret, unless a reference names another.
 pub const CLIENT_SECRET_KEY: &str = "client_secret";
-/// Prefix of a published verifier.
-pub const VERIFIER_PREFIX: &str = "hmac-sha256:";
+/// Prefix of a published verifier. (`hmac-sha256:`, unbound verifiers of earlier versions, are
+/// refused; the operator rewrites them.)
+pub const VERIFIER_PREFIX: &str = "hmac-sha256-bound:";
+
+/// What a verifier is bound to: the object's uid, or its kind, namespace and name when it has no
+/// uid (manifests in a folder).
+pub fn verifier_binding(uid: Option<&str>, kind: &str, namespace: &str, name: &str) -> String {
+    match uid.filter(|u| !u.is_empty()) {
+        Some(uid) => format!("uid:{uid}"),
+        None => format!("ref:{kind}/{namespace}/{name}"),
+    }
+}
 
 /// The key verifiers are computed under. Its `Debug` never prints the key.
 #[derive(Clone)]
@@ -33,11 +48,15 @@ impl VerifierKey {
         Self(bytes.into())
     }
 
-    /// The verifier of `secret`.
-    pub fn verifier(&self, secret: &[u8]) -> Verifier {
+    /// The verifier of `secret` for the object `binding` names ([`verifier_binding`]).
+    pub fn verifier(&self, binding: &str, secret: &[u8]) -> Verifier {
         // HMAC accepts keys of any length, so this cannot fail.
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!());
+        // Length-prefixed, so no (binding, secret) pair can pose as another.
+        mac.update(b"tessera-verifier-v2\0");
+        mac.update(&(binding.len() as u64).to_be_bytes());
+        mac.update(binding.as_bytes());
         mac.update(secret);
         Verifier(mac.finalize().into_bytes().into())
     }
@@ -80,12 +99,26 @@ mod tests {
     fn verifier_round_trips_and_depends_on_key_and_secret() {
         let k1 = VerifierKey::new(vec![1u8; 32]);
         let k2 = VerifierKey::new(vec![2u8; 32]);
-        let v = k1.verifier(b"s3cret");
-        assert!(v.ct_eq(&k1.verifier(b"s3cret")));
-        assert!(!v.ct_eq(&k1.verifier(b"s3cret!")));
-        assert!(!v.ct_eq(&k2.verifier(b"s3cret")));
+        let v = k1.verifier("uid:a", b"s3cret");
+        assert!(v.ct_eq(&k1.verifier("uid:a", b"s3cret")));
+        assert!(!v.ct_eq(&k1.verifier("uid:a", b"s3cret!")));
+        assert!(!v.ct_eq(&k2.verifier("uid:a", b"s3cret")));
+        assert!(
+            !v.ct_eq(&k1.verifier("uid:b", b"s3cret")),
+            "another object's verifier of the same secret differs: a copy is useless"
+        );
+        assert!(
+            !k1.verifier("uid:ab", b"c")
+                .ct_eq(&k1.verifier("uid:a", b"bc")),
+            "the binding is length-prefixed"
+        );
         let published = v.to_published();
-        assert!(published.starts_with("hmac-sha256:"));
+        assert!(published.starts_with("hmac-sha256-bound:"));
+        assert_eq!(
+            Verifier::from_published(&published.replace("-bound", "")),
+            None,
+            "unbound verifiers of earlier versions are refused"
+        );
         assert_eq!(Verifier::from_published(&published), Some(v));
         assert_eq!(Verifier::from_published("sha1:abc"), None);
         assert_eq!(Verifier::from_published("hmac-sha256:!!"), None);
@@ -96,6 +129,9 @@ mod tests {
     fn debug_never_prints_key_material() {
         let k = VerifierKey::new(b"super-secret-key-material-000000".to_vec());
         assert!(!format!("{k:?}").contains("super"));
-        assert_eq!(format!("{:?}", k.verifier(b"x")), "Verifier(<redacted>)");
+        assert_eq!(
+            format!("{:?}", k.verifier("uid:x", b"x")),
+            "Verifier(<redacted>)"
+        );
     }
 }

@@ -131,8 +131,9 @@ fn secret_checks_are_against_the_referenced_secret() {
 #[test]
 fn published_verifiers_win_and_grace_periods_end() {
     let k = VerifierKey::new(KEY.to_vec());
-    let new = k.verifier(b"new-secret").to_published();
-    let old = k.verifier(b"old-secret").to_published();
+    let binding = tessera_crds::secret::verifier_binding(None, "Credential", "default", "c");
+    let new = k.verifier(&binding, b"new-secret").to_published();
+    let old = k.verifier(&binding, b"old-secret").to_published();
     let body = format!(
         "{{metadata: {{name: c}}, spec: {{policyRef: {{name: acl}}}}, status: {{clientId: gen-1, secretVerifiers: [{{verifier: '{new}'}}, {{verifier: '{old}', notAfter: '2026-06-01T01:00:00Z'}}]}}}}"
     );
@@ -562,4 +563,34 @@ fn a_policy_ca_bundle_comes_from_its_configmap_or_secret_and_fails_closed_when_m
         [Reason::SecretKeyNotFound]
     );
     assert_eq!(s.client("c").expect("c").policy.client_ca, ClientCa::Global);
+}
+
+#[test]
+fn a_verifier_copied_into_another_credentials_status_verifies_nothing_there() {
+    // The token server may patch credentials/status; a copied verifier must not let one
+    // Credential's secret authenticate as another.
+    let k = VerifierKey::new(KEY.to_vec());
+    let a_verifier = k
+        .verifier(
+            &tessera_crds::secret::verifier_binding(Some("uid-a"), "Credential", "default", "a"),
+            b"secret-of-a",
+        )
+        .to_published();
+    let credential = |name: &str, uid: &str, client_id: &str| {
+        format!(
+            "apiVersion: tessera.dev/v1alpha1\nkind: Credential\nmetadata: {{name: {name}, uid: {uid}}}\nspec: {{policyRef: {{name: acl}}}}\nstatus: {{clientId: {client_id}, secretVerifiers: [{{verifier: '{a_verifier}'}}]}}\n"
+        )
+    };
+    let s = with(&format!(
+        "{}---\n{}",
+        credential("a", "uid-a", "client-a"),
+        credential("b", "uid-b", "client-b")
+    ));
+    let a = s.client("client-a").expect("a");
+    let b = s.client("client-b").expect("b");
+    assert!(a.check_secret(&k, b"secret-of-a", now()), "the control");
+    assert!(
+        !b.check_secret(&k, b"secret-of-a", now()),
+        "a's secret does not authenticate as b through a copied verifier"
+    );
 }

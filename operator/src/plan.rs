@@ -504,6 +504,7 @@ fn shape_matches(existing: &Secret, desired: &Secret) -> bool {
 /// Desired verifiers: the current secret's, then earlier ones still in their grace period.
 fn verifiers(
     key: &VerifierKey,
+    binding: &str,
     current: Option<&[u8]>,
     published: &[PublishedVerifier],
     retired_until: Option<Timestamp>,
@@ -513,7 +514,7 @@ fn verifiers(
     let Some(current) = current else {
         return Vec::new();
     };
-    let cur = key.verifier(current).to_published();
+    let cur = key.verifier(binding, current).to_published();
     let mut out = vec![PublishedVerifier {
         verifier: cur.clone(),
         not_after: None,
@@ -575,6 +576,16 @@ struct Pending {
 }
 
 impl Pending {
+    /// What this object's verifiers are bound to.
+    fn binding(&self) -> String {
+        tessera_crds::secret::verifier_binding(
+            self.uid.as_deref(),
+            self.owner.kind.as_str(),
+            &self.owner.namespace,
+            &self.owner.name,
+        )
+    }
+
     fn new<S: serde::Serialize>(
         kind: Kind,
         meta: &ObjectMeta,
@@ -614,13 +625,22 @@ struct Pass<'a> {
 
 impl Pass<'_> {
     /// Verifiers of a user's Secret (`secretRef`): its current value only, no grace period.
-    fn referenced(&mut self, ns: &str, r: &SecretKeyRef) -> Vec<PublishedVerifier> {
+    fn referenced(&mut self, p: &Pending, r: &SecretKeyRef) -> Vec<PublishedVerifier> {
+        let ns = &*p.owner.namespace;
         let v = self
             .index
             .get(&(ns, r.name.as_str()))
             .and_then(|s| secret_value(s, r.key_or_default()))
             .filter(|v| !v.is_empty());
-        verifiers(self.key, v.as_deref(), &[], None, self.now, &mut self.plan)
+        verifiers(
+            self.key,
+            &p.binding(),
+            v.as_deref(),
+            &[],
+            None,
+            self.now,
+            &mut self.plan,
+        )
     }
 
     /// Plans a generated Secret into `p` and returns the verifiers to publish.
@@ -655,6 +675,7 @@ impl Pass<'_> {
         p.events = out.events;
         verifiers(
             self.key,
+            &p.binding(),
             out.value.as_deref().map(str::as_bytes),
             published,
             out.retired,
@@ -700,7 +721,7 @@ pub fn plan(
     // Credentials: client_id, generated secret, verifiers → the status the model reads.
     let mut credentials = Vec::with_capacity(set.credentials.len());
     for c in &set.credentials {
-        let (ns, name) = ns_name(&c.metadata);
+        let (_, name) = ns_name(&c.metadata);
         let old = c.status.clone().unwrap_or_default();
         let mut p = Pending::new(
             Kind::Credential,
@@ -732,7 +753,7 @@ pub fn plan(
         match (&c.spec.secret_ref, client_id) {
             (Some(r), _) => {
                 status.secret_name = Some(r.name.clone());
-                status.secret_verifiers = pass.referenced(ns, r);
+                status.secret_verifiers = pass.referenced(&p, r);
             }
             // No uid yet (never from the API server): nothing to generate for.
             (None, None) => {}
@@ -803,7 +824,7 @@ pub fn plan(
             match (pk.and_then(|k| k.secret_ref.as_ref()), client_id) {
                 (Some(r), _) => {
                     status.secret_name = Some(r.name.clone());
-                    status.secret_verifiers = pass.referenced(ns, r);
+                    status.secret_verifiers = pass.referenced(&p, r);
                 }
                 (None, None) => {}
                 (None, Some(client_id)) => {
@@ -1068,7 +1089,21 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert_eq!(
             first[0].verifier,
-            key().verifier("b".repeat(43).as_bytes()).to_published()
+            key()
+                .verifier(
+                    &tessera_crds::secret::verifier_binding(
+                        w.set.credentials[0].metadata.uid.as_deref(),
+                        "Credential",
+                        "default",
+                        &w.set.credentials[0]
+                            .metadata
+                            .name
+                            .clone()
+                            .unwrap_or_default(),
+                    ),
+                    "b".repeat(43).as_bytes()
+                )
+                .to_published()
         );
         // The secret was stamped at t(0): rotation is due at t(24h) and the plan says so.
         let p = plan(&w, &key(), &settings(), t(60), &mut rng);

@@ -290,8 +290,9 @@ async fn create_generates_secret_client_id_verifier_keys_and_ready_then_steady_s
     let vk = base64::engine::general_purpose::STANDARD
         .decode(keyset["verifierKey"].as_str().expect("vk"))
         .expect("b64");
+    let binding = format!("uid:{}", cred["metadata"]["uid"].as_str().expect("uid"));
     let expected = tessera_crds::secret::VerifierKey::new(vk)
-        .verifier(value.as_bytes())
+        .verifier(&binding, value.as_bytes())
         .to_published();
     assert_eq!(
         cred["status"]["secretVerifiers"],

@@ -128,7 +128,7 @@ pub fn authenticate(i: AuthInput<'_>) -> Result<Authenticated, OAuthError> {
         let _ = i
             .keys
             .verifier_key()
-            .verifier(secret.unwrap_or_default().as_bytes());
+            .verifier("unknown-client", secret.unwrap_or_default().as_bytes());
         return Err(fail());
     };
     let dash = i.dash_allowed

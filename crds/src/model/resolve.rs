@@ -188,7 +188,7 @@ impl<'a> Ctx<'a> {
                 None
             }
             SecretLookup::Found(v) => Some(vec![SecretVerifier {
-                verifier: self.verifier_key.verifier(v),
+                verifier: self.verifier_key.verifier(src.binding, v),
                 not_after: None,
             }]),
             SecretLookup::NoKey => {
@@ -214,6 +214,8 @@ enum SecretLookup<'a> {
 }
 
 struct SecretSource<'s> {
+    /// What the verifiers are bound to.
+    binding: &'s str,
     published: &'s [PublishedVerifier],
     secret_ref: Option<&'s SecretKeyRef>,
     generated_name: String,
@@ -663,7 +665,14 @@ fn credential_client<'a>(
         cx.report.add(&r, Reason::ClientIdPending, "spec.clientId", "no clientId yet: the operator generates one; when serving a folder of manifests, set spec.clientId");
         return None;
     };
+    let binding = crate::secret::verifier_binding(
+        c.metadata.uid.as_deref(),
+        Kind::Credential.as_str(),
+        &r.namespace,
+        &r.name,
+    );
     let src = SecretSource {
+        binding: &binding,
         published: status
             .map(|st| st.secret_verifiers.as_slice())
             .unwrap_or_default(),
@@ -694,6 +703,7 @@ fn credential_client<'a>(
             client_id,
             owner: r,
             kind: ClientKind::Credential,
+            binding: binding.into(),
             verifiers,
             policy: policy.clone(),
             audiences: sorted_unique(audiences),
@@ -746,7 +756,14 @@ fn proxy_key_client<'a>(
         cx.report.add(&r, Reason::ClientIdPending, "spec.proxyKey.clientId", "no proxy key yet: the operator generates one; when serving a folder of manifests, set spec.proxyKey.clientId");
         return None;
     };
+    let binding = crate::secret::verifier_binding(
+        p.metadata.uid.as_deref(),
+        Kind::ApiProxy.as_str(),
+        &r.namespace,
+        &r.name,
+    );
     let src = SecretSource {
+        binding: &binding,
         published: status
             .map(|st| st.secret_verifiers.as_slice())
             .unwrap_or_default(),
@@ -774,6 +791,7 @@ fn proxy_key_client<'a>(
             client_id,
             owner: r,
             kind: ClientKind::ProxyKey,
+            binding: binding.into(),
             verifiers,
             policy: policy.clone(),
             audiences: vec![audience.clone()],

@@ -95,6 +95,8 @@ pub struct Client {
     /// Verifiers of the secrets that authenticate it (several during a rotation's grace period;
     /// none for a certificate-only client).
     pub verifiers: Vec<SecretVerifier>,
+    /// What its verifiers are bound to (`crate::secret::verifier_binding`).
+    pub binding: Box<str>,
     /// The policy its tokens are issued under.
     pub policy: Arc<Policy>,
     /// Audiences it may obtain tokens for, sorted.
@@ -118,7 +120,7 @@ impl Client {
     /// Checks a presented secret in constant time against every verifier valid at `now`.
     /// Every verifier is compared, so the time taken does not tell which one matched.
     pub fn check_secret(&self, key: &VerifierKey, presented: &[u8], now: Timestamp) -> bool {
-        let candidate = key.verifier(presented);
+        let candidate = key.verifier(&self.binding, presented);
         let mut ok = false;
         for v in &self.verifiers {
             let valid_now = v.not_after.is_none_or(|t| now < t);
