@@ -229,9 +229,7 @@ async fn the_operator_account_cannot_change_secrets_it_does_not_own_even_cluster
                 }))
                 .expect("secret");
                 match secrets.create(&PostParams::default(), &probe).await {
-                    Err(kube::Error::Api(e)) => {
-                        e.message.contains("-owned-secrets")
-                    }
+                    Err(kube::Error::Api(e)) => e.message.contains("-owned-secrets"),
                     Ok(made) => {
                         let name = made.metadata.name.unwrap_or_default();
                         let _ = admin_secrets.delete(&name, &Default::default()).await;

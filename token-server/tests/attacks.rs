@@ -321,14 +321,16 @@ async fn three_hundred_concurrent_password_checks_keep_memory_within_50_mb_of_id
 async fn ten_thousand_failures_with_long_client_ids_keep_memory_within_50_mb_of_idle() {
     let r = start(&NO_BUDGETS).await;
     let (idle, _) = attack_load::rss_kib(r.pid());
-    // 200 KB ids are refused at the HTTP layer (431); the longest that fit the 32 KiB head
-    // reach the lockout tables.
+    // 200 KB ids are refused at the HTTP layer (431), ids over the client_id limit (256 bytes)
+    // before any check; the longest possible ones reach the lockout tables.
     let big = attack_load::long_id_failures(&r.api, 50, 200 * 1024, 10).await;
     assert_eq!(big.get(&431).copied(), Some(50), "{big:?}");
-    let codes = attack_load::long_id_failures(&r.api, 10_000, 20 * 1024, 32).await;
+    let over = attack_load::long_id_failures(&r.api, 2_000, 20 * 1024, 32).await;
+    assert_eq!(over.get(&401).copied(), Some(2_000), "{over:?}");
+    let codes = attack_load::long_id_failures(&r.api, 10_000, 256, 32).await;
     let (now, peak) = attack_load::rss_kib(r.pid());
     eprintln!(
-        "10,000 failures with 20 KiB ids: idle {} MiB, after {} MiB, peak {} MiB, answers {codes:?}",
+        "10,000 failures with 256-byte ids (after 2,000 with 20 KiB ids): idle {} MiB, after {} MiB, peak {} MiB, answers {codes:?}",
         idle / MIB,
         now / MIB,
         peak / MIB

@@ -94,6 +94,21 @@ pub fn parse_basic(value: &str) -> Result<(String, String), OAuthError> {
     Ok((id, secret))
 }
 
+/// Refuses a client_id longer than any client can have: it cannot exist, so nothing is checked
+/// and nothing about it is remembered.
+fn bounded(id: String, basic: bool) -> Result<String, OAuthError> {
+    if id.len() > tessera_crds::names::CLIENT_ID_MAX {
+        return Err(OAuthError::InvalidClient {
+            description: format!(
+                "client_id is longer than {} bytes",
+                tessera_crds::names::CLIENT_ID_MAX
+            ),
+            basic,
+        });
+    }
+    Ok(id)
+}
+
 /// Reads the client's credentials from the Authorization header and the parameters; a request
 /// with only a `client_id` over a connection with a client certificate is certificate
 /// authentication. Two methods at once are refused (RFC 6749 §2.3: "MUST NOT use more than one").
@@ -129,15 +144,15 @@ pub fn read(
             ));
         }
         return Ok(ClientCredentials {
-            client_id: id,
+            client_id: bounded(id, true)?,
             secret: Some(secret),
             presented: Presented::Basic,
         });
     }
     match (form_id, form_secret) {
-        (Some(id), Some(secret)) => Ok(ClientCredentials { client_id: id.to_owned(), secret: Some(secret.to_owned()), presented: Presented::Post }),
+        (Some(id), Some(secret)) => Ok(ClientCredentials { client_id: bounded(id.to_owned(), false)?, secret: Some(secret.to_owned()), presented: Presented::Post }),
         (Some(id), None) => Ok(ClientCredentials {
-            client_id: id.to_owned(),
+            client_id: bounded(id.to_owned(), false)?,
             secret: None,
             presented: if has_cert { Presented::Certificate } else { Presented::IdOnly },
         }),
@@ -245,6 +260,28 @@ mod tests {
         ));
         let p = Params::parse(b"client_id=a").expect("params");
         assert_eq!(read(&h, &p, false).expect("ok").presented, Presented::Basic);
+    }
+
+    #[test]
+    fn client_ids_longer_than_any_client_are_refused_before_anything_else() {
+        let long = "x".repeat(tessera_crds::names::CLIENT_ID_MAX + 1);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&basic(&long, "s")).expect("header"),
+        );
+        assert!(matches!(
+            read(&h, &Params::default(), false),
+            Err(OAuthError::InvalidClient { basic: true, .. })
+        ));
+        let p = Params::parse(format!("client_id={long}&client_secret=s").as_bytes()).expect("p");
+        assert!(matches!(
+            read(&HeaderMap::new(), &p, false),
+            Err(OAuthError::InvalidClient { basic: false, .. })
+        ));
+        let ok = "x".repeat(tessera_crds::names::CLIENT_ID_MAX);
+        let p = Params::parse(format!("client_id={ok}&client_secret=s").as_bytes()).expect("p");
+        assert!(read(&HeaderMap::new(), &p, false).is_ok());
     }
 
     #[test]
