@@ -11,6 +11,38 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tessera_e2e::*;
 
+/// Installs the chart (release `tessera`, CRDs already there) into `sys` with `extra` flags.
+fn helm_install(cluster: &Cluster, sys: &str, extra: &[String]) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new(tessera_control_plane::helm())
+        .args(["install", "tessera"])
+        .arg(root.join("charts/tessera"))
+        .args(["--namespace", sys, "--skip-crds"])
+        .args(extra)
+        .arg("--kubeconfig")
+        .arg(cluster.admin_kubeconfig())
+        .output()
+        .expect("helm");
+    assert!(
+        out.status.success(),
+        "helm install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A token of the chart's operator ServiceAccount in `sys` (TokenRequest, as the kubelet gets).
+async fn operator_token(cluster: &Cluster, sys: &str) -> String {
+    let tr: TokenRequest =
+        serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).expect("tr");
+    Api::<ServiceAccount>::namespaced(cluster.admin.clone(), sys)
+        .create_token_request("tessera-operator", &PostParams::default(), &tr)
+        .await
+        .expect("TokenRequest")
+        .status
+        .and_then(|s| s.token)
+        .expect("token")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_rbac_rule_is_reported_on_the_object_and_in_readiness_not_a_crash_loop() {
     let cluster = Cluster::connect("rbac").await;
@@ -25,20 +57,10 @@ async fn a_missing_rbac_rule_is_reported_on_the_object_and_in_readiness_not_a_cr
     {
         create(&cluster.admin, &app, r).await;
     }
-    let helm = tessera_control_plane::helm();
-    let out = std::process::Command::new(&helm)
-        .args(["install", "tessera"])
-        .arg(root.join("charts/tessera"))
-        .args(["--namespace", &sys, "--skip-crds", "--set"])
-        .arg(format!("watchNamespaces={{{app}}}"))
-        .arg("--kubeconfig")
-        .arg(cluster.admin_kubeconfig())
-        .output()
-        .expect("helm");
-    assert!(
-        out.status.success(),
-        "helm install: {}",
-        String::from_utf8_lossy(&out.stderr)
+    helm_install(
+        &cluster,
+        &sys,
+        &["--set".into(), format!("watchNamespaces={{{app}}}")],
     );
     // Remove `create` on Secrets from the operator's Role in the app namespace.
     let roles = Api::<RbacRole>::namespaced(cluster.admin.clone(), &app);
@@ -68,15 +90,7 @@ async fn a_missing_rbac_rule_is_reported_on_the_object_and_in_readiness_not_a_cr
         removed, 1,
         "the operator's Role had one rule creating Secrets"
     );
-    let tr: TokenRequest =
-        serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).expect("tr");
-    let token = Api::<ServiceAccount>::namespaced(cluster.admin.clone(), &sys)
-        .create_token_request("tessera-operator", &PostParams::default(), &tr)
-        .await
-        .expect("TokenRequest")
-        .status
-        .and_then(|s| s.token)
-        .expect("token");
+    let token = operator_token(&cluster, &sys).await;
     let proxy = cluster.proxy().await;
     let kc = cluster.kubeconfig_for("operator", &proxy, Some(&token));
     let admin_port = free_port();
@@ -175,21 +189,8 @@ async fn the_operator_account_cannot_change_secrets_it_does_not_own_even_cluster
     let cluster = Cluster::connect("owned").await;
     let sys = cluster.namespace("sys").await;
     let app = cluster.namespace("app").await;
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let helm = tessera_control_plane::helm();
     // The default: watchNamespaces empty, a ClusterRole that may write any Secret.
-    let out = std::process::Command::new(&helm)
-        .args(["install", "tessera"])
-        .arg(root.join("charts/tessera"))
-        .args(["--namespace", &sys, "--skip-crds", "--kubeconfig"])
-        .arg(cluster.admin_kubeconfig())
-        .output()
-        .expect("helm");
-    assert!(
-        out.status.success(),
-        "helm install: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    helm_install(&cluster, &sys, &[]);
     let admin_secrets = Api::<Secret>::namespaced(cluster.admin.clone(), &app);
     let foreign: Secret = serde_json::from_value(json!({
         "metadata": {"name": "db-password"},
@@ -200,15 +201,7 @@ async fn the_operator_account_cannot_change_secrets_it_does_not_own_even_cluster
         .create(&PostParams::default(), &foreign)
         .await
         .expect("the user's Secret");
-    let tr: TokenRequest =
-        serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).expect("tr");
-    let token = Api::<ServiceAccount>::namespaced(cluster.admin.clone(), &sys)
-        .create_token_request("tessera-operator", &PostParams::default(), &tr)
-        .await
-        .expect("TokenRequest")
-        .status
-        .and_then(|s| s.token)
-        .expect("token");
+    let token = operator_token(&cluster, &sys).await;
     let proxy = cluster.proxy().await;
     let kc = cluster.kubeconfig_for("operator-sa", &proxy, Some(&token));
     let operator =

@@ -17,69 +17,10 @@
 
 #[path = "../tests/support/attack_load.rs"]
 mod attack_load;
+#[path = "../tests/support/server.rs"]
+mod server;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_token-server");
-const QUICKSTART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/quickstart");
-const NO_BUDGETS: [&str; 6] = [
-    "--free-failed-auth",
-    "1000000",
-    "--max-failed-auth-per-client",
-    "1000000",
-    "--max-failed-auth-per-address",
-    "1000000",
-];
-
-struct Server {
-    child: Child,
-    api: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-async fn start(extra: &[&str]) -> Server {
-    let (api, admin) = (port(), port());
-    let child = Command::new(BIN)
-        .args(["--source", "dir", "--dir", QUICKSTART])
-        .arg(format!("--listen=127.0.0.1:{api}"))
-        .arg(format!("--admin-listen=127.0.0.1:{admin}"))
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the token server");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-        != 200
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the token server never got ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Server {
-        child,
-        api: format!("127.0.0.1:{api}"),
-    }
-}
+use std::process::Stdio;
 
 fn report(name: &str, pid: u32, idle: u64, codes: &attack_load::Codes) {
     let (now, peak) = attack_load::rss_kib(pid);
@@ -104,18 +45,18 @@ async fn main() {
         ),
         (
             "300 concurrent password requests (budgets lifted)",
-            &NO_BUDGETS[..],
+            &attack_load::NO_BUDGETS[..],
         ),
     ] {
-        let s = start(extra).await;
-        let pid = s.child.id();
+        let s = server::start(extra, Stdio::null()).await;
+        let pid = s.pid();
         let (idle, _) = attack_load::rss_kib(pid);
         let codes =
             attack_load::password_flood(&s.api, ("demo-app", "demo-secret-change-me"), 300).await;
         report(name, pid, idle, &codes);
     }
-    let s = start(&NO_BUDGETS).await;
-    let pid = s.child.id();
+    let s = server::start(&attack_load::NO_BUDGETS, Stdio::null()).await;
+    let pid = s.pid();
     let (idle, _) = attack_load::rss_kib(pid);
     let codes = attack_load::long_id_failures(&s.api, 10_000, 256, 32).await;
     report(

@@ -3,85 +3,17 @@
 
 #[path = "support/attack_load.rs"]
 mod attack_load;
+#[path = "support/server.rs"]
+mod server;
 
+use server::Running;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_token-server");
-const QUICKSTART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/quickstart");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-struct Running {
-    child: Child,
-    api: String,
-    admin: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Running {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Open file descriptors of the server process.
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-}
-
-/// The binary on the quickstart folder, with `extra` flags.
 async fn start(extra: &[&str]) -> Running {
-    let (api, admin) = (free_port(), free_port());
-    let mut args = vec![
-        "--source".to_owned(),
-        "dir".to_owned(),
-        "--dir".to_owned(),
-        QUICKSTART.to_owned(),
-        "--listen".to_owned(),
-        format!("127.0.0.1:{api}"),
-        "--admin-listen".to_owned(),
-        format!("127.0.0.1:{admin}"),
-    ];
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let child = Command::new(BIN)
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start");
-    let r = Running {
-        child,
-        api: format!("127.0.0.1:{api}"),
-        admin: format!("127.0.0.1:{admin}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(resp) = reqwest::get(format!("http://{}/readyz", r.admin)).await
-            && resp.status() == 200
-        {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server::start(extra, Stdio::null()).await
 }
 
 /// Sends raw bytes and returns the status code of the answer (0 if the connection closed
@@ -258,7 +190,7 @@ async fn a_flood_of_idle_admin_connections_holds_few_descriptors_and_the_api_kee
     // The API port is untouched.
     let http = reqwest::Client::new();
     let resp = http
-        .post(format!("http://{}/oauth2/token", r.api))
+        .post(r.api_url("/oauth2/token"))
         .header("authorization", basic("demo-app:demo-secret-change-me"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(BODY)
@@ -270,7 +202,7 @@ async fn a_flood_of_idle_admin_connections_holds_few_descriptors_and_the_api_kee
     // Once the flood is gone, the admin port serves again.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(resp) = http.get(format!("http://{}/healthz", r.admin)).send().await
+        if let Ok(resp) = http.get(r.admin_url("/healthz")).send().await
             && resp.status() == 200
         {
             break;
@@ -280,21 +212,11 @@ async fn a_flood_of_idle_admin_connections_holds_few_descriptors_and_the_api_kee
     }
 }
 
-/// Budgets lifted, so that every request reaches the work under test (the slots, the tables).
-const NO_BUDGETS: [&str; 6] = [
-    "--free-failed-auth",
-    "1000000",
-    "--max-failed-auth-per-client",
-    "1000000",
-    "--max-failed-auth-per-address",
-    "1000000",
-];
-
 const MIB: u64 = 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_concurrent_password_checks_keep_memory_within_50_mb_of_idle() {
-    let r = start(&NO_BUDGETS).await;
+    let r = start(&attack_load::NO_BUDGETS).await;
     let (idle, _) = attack_load::rss_kib(r.pid());
     let codes =
         attack_load::password_flood(&r.api, ("demo-app", "demo-secret-change-me"), 300).await;
@@ -319,7 +241,7 @@ async fn three_hundred_concurrent_password_checks_keep_memory_within_50_mb_of_id
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_failures_with_long_client_ids_keep_memory_within_50_mb_of_idle() {
-    let r = start(&NO_BUDGETS).await;
+    let r = start(&attack_load::NO_BUDGETS).await;
     let (idle, _) = attack_load::rss_kib(r.pid());
     // 200 KB ids are refused at the HTTP layer (431), ids over the client_id limit (256 bytes)
     // before any check; the longest possible ones reach the lockout tables.

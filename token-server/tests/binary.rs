@@ -1,65 +1,16 @@
 //! The shipped binary: the README's quickstart command, its tools, metrics and shutdown.
 
 use std::io::Write as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_token-server");
+#[path = "support/server.rs"]
+mod server;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+use server::BIN;
 
-struct Running {
-    child: Child,
-    api: String,
-    admin: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_quickstart() -> Running {
-    let (api, admin) = (free_port(), free_port());
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/quickstart");
-    let child = Command::new(BIN)
-        .args([
-            "--source",
-            "dir",
-            "--dir",
-            dir,
-            "--listen",
-            &format!("127.0.0.1:{api}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
-    let r = Running {
-        child,
-        api: format!("http://127.0.0.1:{api}"),
-        admin: format!("http://127.0.0.1:{admin}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(resp) = reqwest::get(format!("{}/readyz", r.admin)).await
-            && resp.status() == 200
-        {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn start_quickstart() -> server::Running {
+    server::start(&[], Stdio::piped()).await
 }
 
 #[tokio::test]
@@ -72,7 +23,7 @@ async fn the_quickstart_serves_a_token_a_standard_validator_accepts_and_metrics_
         base64::engine::general_purpose::STANDARD.encode("demo-app:demo-secret-change-me")
     );
     let resp = http
-        .post(format!("{}/oauth2/token", r.api))
+        .post(r.api_url("/oauth2/token"))
         .header("authorization", basic)
         .header("content-type", "application/x-www-form-urlencoded")
         .body("grant_type=client_credentials")
@@ -83,7 +34,7 @@ async fn the_quickstart_serves_a_token_a_standard_validator_accepts_and_metrics_
     let body: serde_json::Value = resp.json().await.expect("json");
     let token = body["access_token"].as_str().expect("token");
     let jwks: jsonwebtoken::jwk::JwkSet = http
-        .get(format!("{}/.well-known/jwks.json", r.api))
+        .get(r.api_url("/.well-known/jwks.json"))
         .send()
         .await
         .expect("jwks")
@@ -107,13 +58,13 @@ async fn the_quickstart_serves_a_token_a_standard_validator_accepts_and_metrics_
 
     // A failed attempt, then the metrics.
     let _ = http
-        .post(format!("{}/oauth2/token", r.api))
+        .post(r.api_url("/oauth2/token"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body("grant_type=client_credentials&client_id=demo-app&client_secret=x")
         .send()
         .await;
     let metrics = http
-        .get(format!("{}/metrics", r.admin))
+        .get(r.admin_url("/metrics"))
         .send()
         .await
         .expect("metrics")
@@ -134,7 +85,7 @@ async fn the_quickstart_serves_a_token_a_standard_validator_accepts_and_metrics_
     assert!(metrics.contains("tessera_snapshot_age_seconds"));
     assert!(!metrics.contains("demo-secret-change-me"));
     let ready: serde_json::Value = http
-        .get(format!("{}/readyz", r.admin))
+        .get(r.admin_url("/readyz"))
         .send()
         .await
         .expect("readyz")
@@ -149,7 +100,7 @@ async fn the_quickstart_serves_a_token_a_standard_validator_accepts_and_metrics_
         (Some(true), Some(true))
     );
     assert_eq!(
-        http.get(format!("{}/healthz", r.admin))
+        http.get(r.admin_url("/healthz"))
             .send()
             .await
             .expect("healthz")

@@ -496,6 +496,28 @@ fn is_argon2id(s: &str) -> bool {
     argon2::PasswordHash::new(s).is_ok_and(|h| h.algorithm == argon2::ARGON2ID_IDENT)
 }
 
+/// The audiences of the ApiProxies a Credential's `spec.<field>` names; missing ones are reported
+/// on the Credential (the others are still granted).
+fn named_audiences(
+    cx: &mut Ctx<'_>,
+    r: &ObjectRef,
+    proxies: &HashMap<Key<'_>, ProxyState>,
+    names: &[String],
+    field: &str,
+    what: &str,
+) -> Vec<Arc<str>> {
+    let ns = &*r.namespace;
+    let mut out = Vec::with_capacity(names.len());
+    for (i, p) in names.iter().enumerate() {
+        match proxies.get(&(ns, p.as_str())) {
+            Some(ProxyState::Serving(aud)) => out.push(aud.clone()),
+            Some(ProxyState::Inert) => {}
+            None => cx.report.add(r, Reason::ProxyNotFound, format!("spec.{field}[{i}]"), format!("ApiProxy {p} not found in namespace {ns}; create it or remove it from {what} (the others are still granted)")),
+        }
+    }
+    out
+}
+
 /// An ApiProxy as other objects see it.
 enum ProxyState {
     /// Granted under this audience.
@@ -630,22 +652,15 @@ fn credential_client<'a>(
         return None;
     }
 
-    let mut audiences = Vec::with_capacity(s.acl.len());
-    for (i, p) in s.acl.iter().enumerate() {
-        match proxies.get(&(ns, p.as_str())) {
-            Some(ProxyState::Serving(aud)) => audiences.push(aud.clone()),
-            Some(ProxyState::Inert) => {}
-            None => cx.report.add(&r, Reason::ProxyNotFound, format!("spec.acl[{i}]"), format!("ApiProxy {p} not found in namespace {ns}; create it or remove it from the ACL (the others are still granted)")),
-        }
-    }
-    let mut introspects = Vec::with_capacity(s.introspects.len());
-    for (i, p) in s.introspects.iter().enumerate() {
-        match proxies.get(&(ns, p.as_str())) {
-            Some(ProxyState::Serving(aud)) => introspects.push(aud.clone()),
-            Some(ProxyState::Inert) => {}
-            None => cx.report.add(&r, Reason::ProxyNotFound, format!("spec.introspects[{i}]"), format!("ApiProxy {p} not found in namespace {ns}; create it or remove it from introspects (the others are still granted)")),
-        }
-    }
+    let mut audiences = named_audiences(cx, &r, proxies, &s.acl, "acl", "the ACL");
+    let introspects = named_audiences(
+        cx,
+        &r,
+        proxies,
+        &s.introspects,
+        "introspects",
+        "introspects",
+    );
     let mut scopes = Vec::with_capacity(s.roles.len());
     for (i, role) in s.roles.iter().enumerate() {
         match roles.get(&(ns, role.as_str())) {

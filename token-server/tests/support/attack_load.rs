@@ -5,6 +5,17 @@
 use base64::Engine as _;
 use std::time::Duration;
 
+/// Budgets lifted, so that every request reaches the work under test (the slots, the tables).
+#[allow(dead_code)] // not every includer lifts them
+pub const NO_BUDGETS: [&str; 6] = [
+    "--free-failed-auth",
+    "1000000",
+    "--max-failed-auth-per-client",
+    "1000000",
+    "--max-failed-auth-per-address",
+    "1000000",
+];
+
 /// Resident and peak resident memory of a process, in KiB (`VmRSS`, `VmHWM`).
 pub fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
