@@ -47,6 +47,10 @@ pub struct PeerCert {
 /// and a multi-valued RDN stays one RDN (a string comparison confused both).
 pub type Rdns = Vec<Vec<(String, String)>>;
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn value_text(v: &x509_cert::der::Any) -> String {
     use x509_cert::der::Encode as _;
     use x509_cert::der::asn1::{Ia5StringRef, PrintableStringRef, TeletexStringRef, Utf8StringRef};
@@ -83,12 +87,35 @@ fn rdns_of(name: &x509_cert::name::RdnSequence) -> Rdns {
             let mut atvs: Vec<(String, String)> = rdn
                 .0
                 .iter()
-                .map(|atv| (atv.oid.to_string(), value_text(&atv.value)))
+                // The OID by its encoding: const-oid's Display panics on some OIDs its string
+                // parser accepts (found by fuzzing `parse_dn`).
+                .map(|atv| (hex(atv.oid.as_bytes()), value_text(&atv.value)))
                 .collect();
             atvs.sort();
             atvs
         })
         .collect()
+}
+
+/// A dotted OID const-oid can hold (its string parser overflows, or accepts what its Display
+/// then panics on, past these bounds: found by fuzzing), or a name.
+fn attribute_type_ok(t: &str) -> bool {
+    if !t.starts_with(|c: char| c.is_ascii_digit()) {
+        return !t.is_empty();
+    }
+    let arcs: Vec<Option<u32>> = t
+        .split('.')
+        .map(|a| {
+            (!a.is_empty() && a.len() <= 9 && a.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| a.parse().ok())
+                .flatten()
+        })
+        .collect();
+    arcs.len() >= 2
+        && arcs.len() <= 16
+        && arcs.iter().all(Option::is_some)
+        && arcs[0].is_some_and(|a| a <= 2)
+        && arcs[1].is_some_and(|a| a <= 39)
 }
 
 /// Parses a DN string of a binding (RFC 4514, with x509-cert's parser). Attribute types are
@@ -127,6 +154,10 @@ pub fn parse_dn(dn: &str) -> Option<Rdns> {
                 while norm.ends_with(' ') {
                     norm.pop();
                 }
+                let start = norm.rfind([',', '+']).map_or(0, |i| i + 1);
+                if !attribute_type_ok(&norm[start..]) {
+                    return None;
+                }
                 norm.push(c);
             }
             _ => {
@@ -154,7 +185,8 @@ impl PeerCert {
                 leaf.as_ref(),
             )),
             ca_verified,
-            subject: subject.to_string(),
+            // x509-parser's rendering: x509-cert's Display shares const-oid's panic.
+            subject: cert.subject().to_string(),
             subject_rdns: rdns_of(&subject),
             dns: Vec::new(),
             uris: Vec::new(),
@@ -370,6 +402,12 @@ mod tests {
             "the attributes of one RDN are a set"
         );
         assert!(parse_dn("not a dn").is_none());
+        // Found by fuzzing: an OID arc too big for const-oid made its Display panic.
+        assert!(parse_dn("2.0.455555555555555555555555555555555555555555555.1=\0=").is_none());
+        assert_eq!(
+            parse_dn("2.5.4.3=app").expect("a dotted OID"),
+            parse_dn("CN=app").expect("its name")
+        );
     }
 
     #[test]
