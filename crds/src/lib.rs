@@ -11,6 +11,7 @@ pub mod duration;
 pub mod manifest;
 pub mod model;
 pub mod names;
+pub mod policy_data;
 pub mod role;
 pub mod secret;
 pub mod validate;

@@ -17,7 +17,7 @@
 use jiff::{SignedDuration, Timestamp};
 use std::time::Duration;
 use tessera_crds::auth_policy::SigningAlgorithm;
-use tessera_token_server::token::keys::{KeySet, KeySetFile};
+use tessera_keys::{KeySet, KeySetFile};
 
 /// Rotation settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +114,7 @@ pub fn plan_keys(
         Stored::Present(None) => {
             return blocked(format!(
                 "the keys Secret has no `{}` key; restore it from a backup, or delete the Secret to have a new key set generated (tokens signed by the old keys stop verifying)",
-                tessera_token_server::token::keys::SECRET_DATA_KEY
+                tessera_keys::SECRET_DATA_KEY
             ));
         }
         Stored::Present(Some(bytes)) => match KeySetFile::from_json(bytes) {

@@ -26,8 +26,8 @@ use tessera_crds::model::Kind;
 use tessera_crds::secret::VerifierKey;
 use tessera_crds::{ApiProxy, AuthPolicy, Credential, Role};
 use tessera_token_server::source::kube::{Changes, WatchCaches, Watched};
-use tessera_token_server::source::policy_data;
-use tessera_token_server::token::keys::{KeySet, KeySetFile, SECRET_DATA_KEY};
+use tessera_crds::policy_data;
+use tessera_keys::{KeySet, KeySetFile, SECRET_DATA_KEY};
 use tokio::sync::watch;
 
 /// What became of one object's writes in a pass.

@@ -5,7 +5,8 @@
 
 pub mod dir;
 pub mod kube;
-pub mod policy_data;
+// The policy-data document (written by the operator, read here) is part of the API crate.
+pub use tessera_crds::policy_data;
 
 use crate::state::AppState;
 use jiff::Timestamp;

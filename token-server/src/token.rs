@@ -2,5 +2,6 @@
 
 pub mod claims;
 pub mod jwt;
-pub mod keys;
-pub mod sealed;
+
+// The key set and sealing live in `tessera-keys`, shared with the operator that writes the set.
+pub use tessera_keys::{sealed, set as keys};

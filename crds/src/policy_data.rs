@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use tessera_crds::model::ResourceSet;
+use crate::model::ResourceSet;
 
 /// The data key holding the JSON document.
 pub const DATA_KEY: &str = "policy-data.json";
@@ -103,7 +103,7 @@ pub fn extend(set: &mut ResourceSet, bytes: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_crds::manifest::parse;
+    use crate::manifest::parse;
 
     fn set(yaml: &str) -> ResourceSet {
         let mut s = ResourceSet::default();

@@ -5,7 +5,7 @@
 //! access, `trt` for refresh) and the kid are bound as associated data, so a refresh token can
 //! never be presented as an access token or re-labelled with another key.
 
-use super::keys::KeySet;
+use crate::set::KeySet;
 use aws_lc_rs::aead::{Aad, NONCE_LEN, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -85,7 +85,7 @@ pub fn open<T: DeserializeOwned>(keys: &KeySet, kind: Kind, token: &str) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::keys::KeySet;
+    use crate::set::KeySet;
 
     fn keys() -> KeySet {
         KeySet::from_file(&KeySet::generate_file(jiff::Timestamp::now()).expect("gen"))
