@@ -7,11 +7,11 @@
 //! operator does. Only referenced objects are copied, never client secrets (those reach token
 //! servers as verifiers in status).
 
+use crate::model::ResourceSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use crate::model::ResourceSet;
 
 /// The data key holding the JSON document.
 pub const DATA_KEY: &str = "policy-data.json";

@@ -23,11 +23,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tessera_crds::model::Kind;
+use tessera_crds::policy_data;
 use tessera_crds::secret::VerifierKey;
 use tessera_crds::{ApiProxy, AuthPolicy, Credential, Role};
-use tessera_token_server::source::kube::{Changes, WatchCaches, Watched};
-use tessera_crds::policy_data;
 use tessera_keys::{KeySet, KeySetFile, SECRET_DATA_KEY};
+use tessera_kube::{Changes, WatchCaches, Watched};
 use tokio::sync::watch;
 
 /// What became of one object's writes in a pass.
