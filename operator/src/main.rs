@@ -83,9 +83,10 @@ struct RunArgs {
     /// Concurrent writes to the API server.
     #[arg(long, env = "TESSERA_CONCURRENCY", default_value_t = 16)]
     concurrency: usize,
-    /// Log format: `text` or `json` (stderr).
-    #[arg(long, env = "TESSERA_LOG_FORMAT", default_value = "text")]
-    log_format: String,
+    /// Log format (stderr): `plain` lines or `json` objects, as the token server spells them
+    /// (`text` is accepted for `plain`).
+    #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value = "plain")]
+    log_format: LogFormat,
 }
 
 fn duration(flag: &str, v: &str) -> anyhow::Result<std::time::Duration> {
@@ -101,13 +102,23 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Log format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// Human-readable lines.
+    #[value(alias = "text")]
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
 fn run(a: RunArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
     let sub = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if a.log_format == "json" {
+    if a.log_format == LogFormat::Json {
         sub.json().init();
     } else {
         sub.init();

@@ -53,7 +53,7 @@ pub const TOKEN_ENDPOINT_KEY: &str = "token_endpoint";
 /// Length of a generated secret: 32 random bytes, unpadded base64url.
 pub const GENERATED_SECRET_LEN: usize = 43;
 /// The API group/version of the four kinds.
-pub const API_VERSION: &str = "tessera.dev/v1alpha1";
+pub use tessera_crds::manifest::API_VERSION;
 
 /// Settings a pass needs besides the objects.
 #[derive(Debug, Clone)]

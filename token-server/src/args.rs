@@ -46,7 +46,8 @@ pub enum SourceKind {
 /// Log format.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
-    /// Human-readable lines.
+    /// Human-readable lines (`text` is accepted too, the chart's spelling before).
+    #[value(alias = "text")]
     Plain,
     /// One JSON object per line.
     Json,
