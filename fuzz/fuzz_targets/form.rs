@@ -2,7 +2,7 @@
 //! has no repeated single-valued parameter and no control characters.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tessera_token_server::http::form::Params;
+use tessera_token_server::form::Params;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(p) = Params::parse(data) {

@@ -3,7 +3,6 @@
 //! (`crate::lockout`).
 
 use crate::error::OAuthError;
-use crate::http::client_auth::{ClientCredentials, Presented};
 use crate::lockout::{Lockout, Principal};
 use crate::token::keys::KeySet;
 use jiff::Timestamp;
@@ -16,6 +15,51 @@ use tessera_crds::model::{Client, ClientCa, ClientKind, Snapshot};
 /// The secret a proxy key sends for the password and refresh_token grants (the gateway product's
 /// convention: the users authenticate, the proxy key only names the API).
 pub const DASH: &str = "-";
+
+/// How the client presented its credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented {
+    /// HTTP Basic.
+    Basic,
+    /// `client_id` and `client_secret` in the form.
+    Post,
+    /// Only `client_id` (a public request, e.g. the password grant of a proxy key with `-`).
+    IdOnly,
+    /// Only `client_id`, over a TLS connection with a client certificate (RFC 8705).
+    Certificate,
+}
+
+/// Client credentials as presented. Its `Debug` never prints the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientCredentials {
+    /// The client_id.
+    pub client_id: String,
+    /// The secret, if any.
+    pub secret: Option<String>,
+    /// How it was presented.
+    pub presented: Presented,
+}
+
+impl ClientCredentials {
+    /// Metric label of the method: the RFC 8414 name, or `proxy_key_dash` for the `-` secret.
+    pub fn method_label(&self) -> &'static str {
+        match (self.presented, self.secret.as_deref()) {
+            (Presented::Certificate, _) => "tls_client_auth",
+            (_, Some(DASH)) | (Presented::IdOnly, _) => "proxy_key_dash",
+            (Presented::Basic, _) => "client_secret_basic",
+            (Presented::Post, _) => "client_secret_post",
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("client_id", &self.client_id)
+            .field("presented", &self.presented)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Everything authentication needs.
 pub struct AuthInput<'a> {

@@ -12,7 +12,7 @@ pub mod refresh_token;
 pub mod response;
 
 use crate::error::OAuthError;
-use crate::http::form::Params;
+use crate::form::Params;
 use crate::revocation::Revocations;
 use crate::state::Served;
 use crate::token::claims::{AccessClaims, Audience, Confirmation, RefreshClaims};

@@ -12,11 +12,14 @@
 pub mod admin;
 pub mod auth;
 pub mod error;
+pub mod form;
 pub mod grant;
 pub mod http;
 pub mod lockout;
+pub mod metadata;
 pub mod metrics;
 pub mod mtls;
+pub mod passwords;
 pub mod revocation;
 pub mod serve;
 pub mod source;

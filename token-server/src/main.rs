@@ -212,7 +212,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         trusted_proxies: tessera_token_server::http::source::parse_trusted(&trusted_proxies)
             .map_err(|e| anyhow::anyhow!("--trusted-proxies: {e}"))?,
         password_checks: password_checks.map_or_else(
-            tessera_token_server::grant::password::default_concurrency,
+            tessera_token_server::passwords::default_concurrency,
             usize::from,
         ),
     };
@@ -247,9 +247,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 keys_secret,
                 issuer,
             };
-            state.cluster_revocation = Some(
+            state.cluster_revocation = Some(std::sync::Arc::new(
                 tessera_token_server::source::kube::NotBeforeWriter::new(client.clone()),
-            );
+            ));
             tokio::spawn(source.run(state.clone(), client, stopped(stop_rx.clone())))
         }
     };

@@ -2,7 +2,6 @@
 //! client authentication methods; the snapshot's generation, age and size; reload failures.
 
 use crate::error::OAuthError;
-use crate::state::Served;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -11,6 +10,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+use tessera_crds::model::Snapshot;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -188,10 +188,10 @@ impl Metrics {
     }
 
     /// Records a new snapshot.
-    pub fn observe_snapshot(&self, s: &Served) {
-        self.generation.set(s.generation as i64);
-        self.loaded_at.set(s.loaded_at.as_second());
-        let c = s.snapshot.counts();
+    pub fn observe_snapshot(&self, generation: u64, loaded_at: jiff::Timestamp, s: &Snapshot) {
+        self.generation.set(generation as i64);
+        self.loaded_at.set(loaded_at.as_second());
+        let c = s.counts();
         for (kind, n) in [
             ("ApiProxy", c.api_proxies),
             ("AuthPolicy", c.auth_policies),
@@ -204,8 +204,7 @@ impl Metrics {
                 .get_or_create(&KindLabels { kind })
                 .set(n as i64);
         }
-        self.problems
-            .set(s.snapshot.report().with_problems().len() as i64);
+        self.problems.set(s.report().with_problems().len() as i64);
     }
 
     /// Records a rejected reload.

@@ -37,7 +37,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             lockout: LockoutConfig::default(),
             trusted_proxies: Vec::new(),
-            password_checks: crate::grant::password::default_concurrency(),
+            password_checks: crate::passwords::default_concurrency(),
         }
     }
 }
@@ -74,9 +74,8 @@ impl Served {
         now: Timestamp,
     ) -> Served {
         let jwks = Bytes::from(keys.jwks(now).to_string());
-        let discovery = Bytes::from(
-            crate::http::discovery::document(issuer, &keys.algorithms(now)).to_string(),
-        );
+        let discovery =
+            Bytes::from(crate::metadata::document(issuer, &keys.algorithms(now)).to_string());
         let mut client_cas = std::collections::HashMap::new();
         for c in snapshot.clients() {
             if let tessera_crds::model::ClientCa::Pem(pem) = &c.policy.client_ca
@@ -121,7 +120,7 @@ pub struct SourceStatus {
     /// Keys were generated at start, not read.
     pub ephemeral_keys: bool,
     /// The kube source's watch health (`None` for the folder source).
-    pub watch: Option<Arc<crate::source::kube::Changes>>,
+    pub watch: Option<Arc<tessera_kube::Changes>>,
 }
 
 impl SourceStatus {
@@ -129,6 +128,18 @@ impl SourceStatus {
     pub fn stale_since(&self) -> Option<Timestamp> {
         self.watch.as_ref().and_then(|w| w.failing_since())
     }
+}
+
+/// Records a client's revocation where every replica sees it (the kube source writes the
+/// Credential's `status.notBefore`). A trait, so that the state the handlers read does not depend
+/// on the source that implements it.
+pub trait RevocationRecorder: Send + Sync {
+    /// Tokens issued to `owner` at or before `at` are refused from now on, by every replica.
+    fn revoke<'a>(
+        &'a self,
+        owner: &'a tessera_crds::model::ObjectRef,
+        at: Timestamp,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>>;
 }
 
 /// The clock requests use; tests move it.
@@ -148,13 +159,13 @@ pub struct AppState {
     /// Revoked and spent token ids.
     pub revocations: Arc<Revocations>,
     /// The bounded password-check slots.
-    pub passwords: Arc<crate::grant::password::PasswordChecks>,
+    pub passwords: Arc<crate::passwords::PasswordChecks>,
     /// Source health.
     pub status: Arc<Mutex<SourceStatus>>,
     /// Current time.
     pub clock: Clock,
     /// Writes revocations through the Kubernetes API (the kube source); `None` keeps them local.
-    pub cluster_revocation: Option<crate::source::kube::NotBeforeWriter>,
+    pub cluster_revocation: Option<Arc<dyn RevocationRecorder>>,
 }
 
 impl AppState {
@@ -163,7 +174,7 @@ impl AppState {
         AppState {
             served: Arc::new(ArcSwapOption::empty()),
             lockout: Arc::new(Lockout::new(config.lockout)),
-            passwords: Arc::new(crate::grant::password::PasswordChecks::new(
+            passwords: Arc::new(crate::passwords::PasswordChecks::new(
                 config.password_checks,
             )),
             config: Arc::new(config),
@@ -177,7 +188,8 @@ impl AppState {
 
     /// Swaps in a new view; in-flight requests keep the one they loaded.
     pub fn publish(&self, served: Served) {
-        self.metrics.observe_snapshot(&served);
+        self.metrics
+            .observe_snapshot(served.generation, served.loaded_at, &served.snapshot);
         self.served.store(Some(Arc::new(served)));
     }
 

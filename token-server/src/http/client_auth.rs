@@ -2,61 +2,17 @@
 //! secret are form-urlencoded before Base64) or the form body. Which one is allowed, and whether
 //! the secret is right, is decided against the snapshot in `crate::auth`.
 
-use super::form::Params;
+use crate::auth::{ClientCredentials, Presented};
 use crate::error::OAuthError;
+use crate::form::Params;
 use axum::http::HeaderMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-/// How the client presented its credentials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Presented {
-    /// HTTP Basic.
-    Basic,
-    /// `client_id` and `client_secret` in the form.
-    Post,
-    /// Only `client_id` (a public request, e.g. the password grant of a proxy key with `-`).
-    IdOnly,
-    /// Only `client_id`, over a TLS connection with a client certificate (RFC 8705).
-    Certificate,
-}
-
-/// Client credentials as presented. Its `Debug` never prints the secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ClientCredentials {
-    /// The client_id.
-    pub client_id: String,
-    /// The secret, if any.
-    pub secret: Option<String>,
-    /// How it was presented.
-    pub presented: Presented,
-}
-
-impl ClientCredentials {
-    /// Metric label of the method: the RFC 8414 name, or `proxy_key_dash` for the `-` secret.
-    pub fn method_label(&self) -> &'static str {
-        match (self.presented, self.secret.as_deref()) {
-            (Presented::Certificate, _) => "tls_client_auth",
-            (_, Some(crate::auth::DASH)) | (Presented::IdOnly, _) => "proxy_key_dash",
-            (Presented::Basic, _) => "client_secret_basic",
-            (Presented::Post, _) => "client_secret_post",
-        }
-    }
-}
-
-impl std::fmt::Debug for ClientCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientCredentials")
-            .field("client_id", &self.client_id)
-            .field("presented", &self.presented)
-            .finish_non_exhaustive()
-    }
-}
-
 fn form_decode(s: &str, what: &str) -> Result<String, OAuthError> {
     // One form-urlencoded value (RFC 6749 §2.3.1): `%XX` and `+`, nothing else. `&` and `=` are
     // data here, not separators: the form parser would cut `secret&junk=1` at the `&`.
-    super::form::decode_value(s).map_err(|_| {
+    crate::form::decode_value(s).map_err(|_| {
         basic_err(&format!(
             "the {what} in the Basic header is not form-urlencoded UTF-8"
         ))

@@ -143,8 +143,8 @@ pub fn inspect(
 /// `POST /oauth2/introspect`.
 pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
-    let result = super::with_timeout(&st, process(&st, req)).await;
-    super::finish(
+    let result = super::common::with_timeout(&st, process(&st, req)).await;
+    super::common::finish(
         &st,
         "/oauth2/introspect",
         "none",
@@ -154,10 +154,10 @@ pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
 }
 
 async fn process(st: &AppState, req: Request) -> Result<Value, OAuthError> {
-    let served = super::served(st)?;
+    let served = super::common::served(st)?;
     let req = request::read(req, st.config.body_limit, false, &st.config.trusted_proxies).await?;
     let now = (st.clock)();
-    let client = super::authenticate_client(st, &served, &req, now, false)?.client;
+    let client = super::common::authenticate_client(st, &served, &req, now, false)?.client;
     let token = req.params.require("token")?;
     Ok(inspect(
         &served,

@@ -1,7 +1,7 @@
 //! Reading an OAuth request: method, content type, size limit, and strict form decoding.
 
-use super::form::Params;
 use crate::error::OAuthError;
+use crate::form::Params;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, Method, header};
 use std::net::{IpAddr, SocketAddr};

@@ -16,8 +16,8 @@ use tessera_crds::model::ClientKind;
 /// `POST /oauth2/revoke`.
 pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
-    let result = super::with_timeout(&st, process(&st, req)).await;
-    super::finish(
+    let result = super::common::with_timeout(&st, process(&st, req)).await;
+    super::common::finish(
         &st,
         "/oauth2/revoke",
         "none",
@@ -27,11 +27,11 @@ pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
 }
 
 async fn process(st: &AppState, req: Request) -> Result<(), OAuthError> {
-    let served = super::served(st)?;
+    let served = super::common::served(st)?;
     let req =
         super::request::read(req, st.config.body_limit, false, &st.config.trusted_proxies).await?;
     let now = (st.clock)();
-    let client = super::authenticate_client(st, &served, &req, now, false)?.client;
+    let client = super::common::authenticate_client(st, &served, &req, now, false)?.client;
     let token = req.params.require("token")?;
     if let Some(hint) = req.params.get("token_type_hint")
         && !matches!(hint, "access_token" | "refresh_token")

@@ -79,8 +79,9 @@ impl Endpoint {
 pub async fn handle(State(st): State<AppState>, endpoint: Endpoint, req: Request) -> Response {
     let started = Instant::now();
     let mut grant_label = "none";
-    let result = super::with_timeout(&st, process(&st, endpoint, req, &mut grant_label)).await;
-    super::finish(
+    let result =
+        super::common::with_timeout(&st, process(&st, endpoint, req, &mut grant_label)).await;
+    super::common::finish(
         &st,
         endpoint.label(),
         grant_label,
@@ -95,7 +96,7 @@ async fn process(
     req: Request,
     grant_label: &mut &'static str,
 ) -> Result<serde_json::Value, OAuthError> {
-    let served = super::served(st)?;
+    let served = super::common::served(st)?;
     let req = request::read(req, st.config.body_limit, true, &st.config.trusted_proxies).await?;
     let grant = match req.params.require("grant_type")? {
         "client_credentials" => GrantType::ClientCredentials,
@@ -110,7 +111,7 @@ async fn process(
     };
     *grant_label = grant.as_str();
     let now = (st.clock)();
-    let auth = super::authenticate_client(
+    let auth = super::common::authenticate_client(
         st,
         &served,
         &req,

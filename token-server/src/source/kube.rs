@@ -47,7 +47,7 @@ impl NotBeforeWriter {
     /// Sets `status.notBefore` of the Credential `owner` to `at`: tokens issued to it at or
     /// before `at` are refused by every replica. A merge patch on the status subresource: the
     /// RBAC it needs is `patch` on `credentials/status`, which cannot change a spec.
-    pub async fn revoke(&self, owner: &ObjectRef, at: Timestamp) -> Result<(), kube::Error> {
+    async fn write_not_before(&self, owner: &ObjectRef, at: Timestamp) -> Result<(), kube::Error> {
         let api = Api::<Credential>::namespaced(self.client.clone(), &owner.namespace);
         let pp = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
@@ -61,6 +61,20 @@ impl NotBeforeWriter {
         )
         .await
         .map(|_| ())
+    }
+}
+
+impl crate::state::RevocationRecorder for NotBeforeWriter {
+    fn revoke<'a>(
+        &'a self,
+        owner: &'a ObjectRef,
+        at: Timestamp,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.write_not_before(owner, at)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
