@@ -1146,6 +1146,105 @@ mod tests {
         assert_eq!(cred_status(&w).secret_verifiers.len(), 1);
     }
 
+    fn secret_named<'a>(w: &'a World, name: &str) -> Option<&'a Secret> {
+        w.set
+            .secrets
+            .iter()
+            .map(|s| &**s)
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+    }
+
+    fn writes_of(p: &Plan) -> Vec<&'static str> {
+        p.objects
+            .iter()
+            .flat_map(|o| o.writes.iter().map(Write::verb))
+            .collect()
+    }
+
+    #[test]
+    fn a_deleted_generated_secret_is_recreated_and_the_old_verifier_kept_for_its_grace() {
+        let mut w = world("");
+        let mut rng = Scripted(0);
+        let p = plan(&w, &key(), &settings(), t(0), &mut rng);
+        apply(&mut w, &p);
+        let first = cred_status(&w).secret_verifiers;
+        assert!(secret_named(&w, "c-client").is_some());
+        // Someone deletes the generated Secret.
+        w.set.secrets.clear();
+        let p = plan(&w, &key(), &settings(), t(60), &mut rng);
+        assert!(
+            writes_of(&p).contains(&"create_secret"),
+            "recreated: {:?}",
+            writes_of(&p)
+        );
+        apply(&mut w, &p);
+        assert!(secret_named(&w, "c-client").is_some());
+        let vs = cred_status(&w).secret_verifiers;
+        assert_eq!(
+            vs.len(),
+            2,
+            "the new verifier and the previous one in grace: {vs:?}"
+        );
+        assert_ne!(vs[0].verifier, first[0].verifier, "a new secret");
+        assert_eq!(vs[1].verifier, first[0].verifier);
+        assert!(vs[1].not_after.is_some());
+        // Then steady: nothing more to write until the grace period ends.
+        let p = plan(&w, &key(), &settings(), t(120), &mut rng);
+        assert!(p.objects.is_empty(), "{:?}", writes_of(&p));
+    }
+
+    #[test]
+    fn a_foreign_secret_with_the_generated_name_is_left_alone_and_reported() {
+        let mut w = world(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {name: c-client}\nstringData: {client_secret: not-ours}\n",
+        );
+        let p = plan(&w, &key(), &settings(), t(0), &mut Scripted(0));
+        let writes = writes_of(&p);
+        assert!(
+            !writes.contains(&"create_secret") && !writes.contains(&"apply_secret"),
+            "the foreign Secret is never written: {writes:?}"
+        );
+        apply(&mut w, &p);
+        assert!(
+            cred_status(&w).secret_verifiers.is_empty(),
+            "its value must not authenticate"
+        );
+        let status = serde_json::to_value(cred_status(&w)).expect("json");
+        assert!(
+            status.to_string().contains("SecretConflict"),
+            "the condition says why: {status}"
+        );
+    }
+
+    #[test]
+    fn orphan_leaves_the_generated_secret_without_an_owner_and_delete_sets_one() {
+        let owners = |policy: DeletionPolicy| {
+            let mut w = world("");
+            let mut c = (*w.set.credentials[0]).clone();
+            c.spec.deletion_policy = policy;
+            w.set.credentials[0] = Arc::new(c);
+            let p = plan(&w, &key(), &settings(), t(0), &mut Scripted(0));
+            apply(&mut w, &p);
+            secret_named(&w, "c-client")
+                .expect("generated")
+                .metadata
+                .owner_references
+                .clone()
+                .unwrap_or_default()
+        };
+        let delete = owners(DeletionPolicy::Delete);
+        assert_eq!(
+            delete.len(),
+            1,
+            "Delete: garbage-collected with its Credential"
+        );
+        assert_eq!(delete[0].uid, "u-1");
+        assert!(
+            owners(DeletionPolicy::Orphan).is_empty(),
+            "Orphan: kept when the Credential goes"
+        );
+    }
+
     #[test]
     fn a_credential_being_deleted_is_not_repaired() {
         // Its generated Secret is gone (the garbage collector or a namespace deletion took it):
