@@ -168,6 +168,11 @@ impl<V> Table<V> {
         }
     }
 
+    /// When `k` was last set, if it is held.
+    fn touched(&self, k: &Key) -> Option<Instant> {
+        self.map.get(k).map(|(_, t)| *t)
+    }
+
     fn remove(&mut self, k: &Key) {
         self.map.remove(k);
     }
@@ -232,15 +237,25 @@ pub struct Attempt<'a> {
     charged: bool,
 }
 
-fn source_bytes(addr: IpAddr) -> Vec<u8> {
-    match addr {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        // One holder of a /64 has 2^64 addresses: count them as one source.
+/// The bytes a source is counted by, and how many of them: IPv4 whole, IPv6 by its /64 (one
+/// holder of a /64 has 2^64 addresses). No allocation: this runs on every authentication.
+fn source_bytes(addr: IpAddr) -> ([u8; 8], usize) {
+    let mut b = [0u8; 8];
+    let v4 = |b: &mut [u8; 8], a: std::net::Ipv4Addr| {
+        b[..4].copy_from_slice(&a.octets());
+        4
+    };
+    let n = match addr {
+        IpAddr::V4(a) => v4(&mut b, a),
         IpAddr::V6(a) => match a.to_ipv4_mapped() {
-            Some(v4) => v4.octets().to_vec(),
-            None => a.octets()[..8].to_vec(),
+            Some(a) => v4(&mut b, a),
+            None => {
+                b.copy_from_slice(&a.octets()[..8]);
+                8
+            }
         },
-    }
+    };
+    (b, n)
 }
 
 impl Lockout {
@@ -292,10 +307,11 @@ impl Lockout {
                 .key(&[b"user", client_id.as_bytes(), username.as_bytes()]),
         };
         let src = source.map(source_bytes);
-        let s = src.as_deref().map(|b| self.keyer.key(&[b"source", b]));
+        let src = src.as_ref().map(|(b, n)| &b[..*n]);
+        let s = src.map(|b| self.keyer.key(&[b"source", b]));
         let pair = self
             .keyer
-            .key(&[b"pair", &p.to_le_bytes(), src.as_deref().unwrap_or(b"none")]);
+            .key(&[b"pair", &p.to_le_bytes(), src.unwrap_or(b"none")]);
         let secs = |d: Duration| Refused {
             retry_after: d.as_secs_f64().ceil().max(1.0) as u64,
         };
@@ -381,7 +397,14 @@ impl Lockout {
         let mut t = self.tables();
         if good {
             t.pairs.remove(&a.pair);
-            t.good.put(a.pair, (), now);
+            // Refreshed at most once a minute: a busy client's every success would otherwise
+            // queue an expiry item.
+            if t.good
+                .touched(&a.pair)
+                .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(60))
+            {
+                t.good.put(a.pair, (), now);
+            }
         } else if let Some(pr) = t.pairs.get(&a.pair, now).copied() {
             let pr = Pair {
                 failures: pr.failures.saturating_sub(1),
