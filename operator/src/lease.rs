@@ -146,36 +146,84 @@ pub async fn release(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<(), kube::Er
     Ok(())
 }
 
-/// Runs the election until `shutdown`, publishing whether this replica leads.
+/// Whether this replica may write, checked before every write rather than once per pass.
+///
+/// The election publishes the instant its leadership ends unless renewed (`renew_deadline` after
+/// the start of the last successful renewal). A pass that outlives it, or an election stuck in a
+/// hanging API call, stops writing at that instant without waiting for the election to notice.
+#[derive(Debug, Clone)]
+pub struct Leadership(watch::Receiver<Option<tokio::time::Instant>>);
+
+/// The election's end of a [`Leadership`].
+pub type LeadershipSender = watch::Sender<Option<tokio::time::Instant>>;
+
+/// A leadership the election updates, not leading to begin with.
+pub fn leadership() -> (LeadershipSender, Leadership) {
+    let (tx, rx) = watch::channel(None);
+    (tx, Leadership(rx))
+}
+
+impl Leadership {
+    /// Leading for good: one replica without leader election.
+    pub fn always() -> Self {
+        // About 30 years: far enough, and no overflow adding it to a tokio Instant.
+        let until = tokio::time::Instant::now() + Duration::from_secs(30 * 365 * 24 * 3600);
+        Self(watch::channel(Some(until)).1)
+    }
+
+    /// Leading now: the last renewal's deadline has not passed.
+    pub fn leads(&self) -> bool {
+        self.0
+            .borrow()
+            .is_some_and(|until| tokio::time::Instant::now() < until)
+    }
+
+    /// When the leadership as last published ends.
+    pub fn until(&self) -> Option<tokio::time::Instant> {
+        *self.0.borrow()
+    }
+
+    /// Resolves when the election publishes a change; never, once the election is gone.
+    pub async fn changed(&mut self) {
+        if self.0.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Runs the election until `shutdown`, publishing until when this replica leads.
 pub async fn run(
     api: Api<Lease>,
     cfg: LeaseConfig,
-    leader: watch::Sender<bool>,
+    leader: LeadershipSender,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let leading = |l: &LeadershipSender| l.borrow().is_some();
     let mut last_renew: Option<tokio::time::Instant> = None;
     loop {
+        // The renewal writes renewTime = now: the deadline counts from before the request.
+        let started = tokio::time::Instant::now();
         match step(&api, &cfg).await {
             Ok(true) => {
-                last_renew = Some(tokio::time::Instant::now());
-                if !*leader.borrow() {
+                last_renew = Some(started);
+                if !leading(&leader) {
                     tracing::info!(identity = %cfg.identity, lease = %cfg.name, "became leader");
                 }
-                leader.send_replace(true);
+                leader.send_replace(Some(started + cfg.renew_deadline()));
             }
             Ok(false) => {
-                if *leader.borrow() {
+                if leading(&leader) {
                     tracing::warn!(identity = %cfg.identity, "lost the lease to another replica");
                 }
                 last_renew = None;
-                leader.send_replace(false);
+                leader.send_replace(None);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "lease renewal failed");
                 if last_renew.is_some_and(|t| t.elapsed() >= cfg.renew_deadline()) {
                     tracing::warn!(identity = %cfg.identity, "could not renew the lease in time; stepping down");
                     last_renew = None;
-                    leader.send_replace(false);
+                    leader.send_replace(None);
                 }
             }
         }
@@ -184,8 +232,8 @@ pub async fn run(
             _ = shutdown.changed() => break,
         }
     }
-    if *leader.borrow() {
-        leader.send_replace(false);
+    if leading(&leader) {
+        leader.send_replace(None);
         if let Err(e) = release(&api, &cfg).await {
             tracing::warn!(error = %e, "releasing the lease failed; a standby takes over when it expires");
         }
@@ -248,5 +296,19 @@ mod tests {
             retry_period: Duration::from_secs(2),
         };
         assert_eq!(cfg.renew_deadline(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leadership_ends_at_its_deadline_without_a_word_from_the_election() {
+        let (tx, l) = leadership();
+        assert!(!l.leads(), "not leading before the first renewal");
+        tx.send_replace(Some(tokio::time::Instant::now() + Duration::from_secs(10)));
+        assert!(l.leads());
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(l.leads());
+        // The election is stuck (no renewal, no step-down): the deadline alone ends it.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!l.leads());
+        assert!(Leadership::always().leads());
     }
 }

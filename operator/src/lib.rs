@@ -1,13 +1,14 @@
 //! Tessera operator: reconciles ApiProxy, AuthPolicy, Credential and Role into generated
 //! Secrets, published secret verifiers, the key set and status.
 //!
-//! Pure decisions ([`plan`], [`keys`], [`lease::decide`]) are separate from the I/O that carries
-//! them out ([`run`]), so they are tested without a cluster.
+//! Pure decisions ([`plan`], [`lease::decide`]) are separate from the I/O that carries them out
+//! ([`apply`], the one write path, and [`run`], the loop), so they are tested without a cluster.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod apply;
 pub mod backoff;
-pub mod keys;
+pub mod error;
 pub mod lease;
 pub mod metrics;
 pub mod plan;

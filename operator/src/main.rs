@@ -166,7 +166,13 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         let admin = tessera_operator::admin::router(op.health(), metrics);
         tokio::spawn(async move { axum::serve(listener, admin).await });
         let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
-        let (leader_tx, leader) = tokio::sync::watch::channel(cfg.lease.is_none());
+        let (leader_tx, leader) = match cfg.lease {
+            Some(_) => tessera_operator::lease::leadership(),
+            None => (
+                tokio::sync::watch::channel(None).0,
+                tessera_operator::lease::Leadership::always(),
+            ),
+        };
         let election = cfg.lease.clone().map(|l| {
             let api = kube::Api::namespaced(client.clone(), &l.namespace);
             tokio::spawn(tessera_operator::lease::run(

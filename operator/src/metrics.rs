@@ -108,11 +108,11 @@ impl Metrics {
         }
     }
 
-    /// Counts an error.
-    pub fn error(&self, error: &str) {
+    /// Counts an error of `kind`.
+    pub fn error(&self, kind: crate::error::ErrorKind) {
         self.errors
             .get_or_create(&ErrorLabels {
-                error: error.into(),
+                error: kind.label().into(),
             })
             .inc();
     }

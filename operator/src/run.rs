@@ -1,48 +1,45 @@
-//! The I/O around the pure decisions: watch caches, the reconcile loop, writes and Events.
+//! The I/O around the pure decisions: watch caches, the reconcile loop and Events.
 //!
 //! One level-triggered loop: any watched change (debounced) or a clock deadline from the last
-//! plan starts a pass; the pass decides with [`crate::plan::plan`] and [`crate::keys::plan_keys`]
-//! and writes only the differences. Followers keep their caches warm and write nothing.
+//! plan starts a pass; the pass decides with [`crate::plan`] (objects, key set, policy data) and
+//! hands every write to [`crate::apply::Applier`], which checks the Lease before each. Followers
+//! keep their caches warm and write nothing.
 
-use crate::backoff::{self, Backoff, Deferred};
-use crate::keys::{KeyDecision, KeyPolicy, Stored, plan_keys, signer_ages};
+use crate::apply::{Applier, Written};
+use crate::backoff::{Backoff, Deferred};
+use crate::error::{Error, ErrorKind};
+use crate::lease::{self, Leadership};
 use crate::metrics::Metrics;
-use crate::plan::{self, ObjectPlan, Settings, World, Write};
-use crate::{FIELD_MANAGER, lease};
+use crate::plan::key_set::{self, KeyDecision, KeyPolicy, Stored, plan_keys, signer_ages};
+use crate::plan::{self, ObjectPlan, Settings, World, policy_data};
 use futures::StreamExt as _;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::{Client, Resource};
 use serde::Serialize;
-use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tessera_crds::model::Kind;
-use tessera_crds::policy_data;
 use tessera_crds::secret::VerifierKey;
-use tessera_crds::{ApiProxy, AuthPolicy, Credential, Role};
-use tessera_keys::{KeySet, KeySetFile, SECRET_DATA_KEY};
+use tessera_keys::KeySet;
 use tessera_kube::{Changes, WatchCaches, Watched};
-use tokio::sync::watch;
 
 /// What became of one object's writes in a pass.
 enum Outcome {
     /// Not tried: backing off, or its namespace is terminating.
     Deferred(Deferred),
     /// Tried.
-    Done(Result<Vec<Expect>, WriteFailure>),
+    Done(Result<Vec<Written>, WriteFailure>),
 }
 
 /// A failed write.
 struct WriteFailure {
     message: String,
-    /// The namespace refused it because it is being deleted.
-    terminating: bool,
+    kind: ErrorKind,
 }
 
 /// The backoff's name for an object.
@@ -81,14 +78,6 @@ fn world_keys(world: &World) -> std::collections::HashSet<String> {
 
 /// Re-reads of the key set after a 409 in one pass, before the pass reports an error.
 const KEY_CONFLICT_RETRIES: u32 = 3;
-
-/// What one attempt to write the key set came to.
-enum KeyWrite {
-    /// Written, or nothing to write.
-    Done(crate::keys::KeyPlan),
-    /// Refused with 409; the message says why.
-    Conflict(String),
-}
 
 /// Operator settings.
 #[derive(Debug, Clone)]
@@ -137,13 +126,12 @@ pub struct Health {
 
 /// The running operator.
 pub struct Operator {
-    client: Client,
     cfg: Config,
     caches: WatchCaches,
     metrics: Arc<Metrics>,
     health: Arc<Mutex<Health>>,
     changed: Arc<Changes>,
-    recorder: Recorder,
+    applier: Applier,
     backoff: Mutex<Backoff>,
 }
 
@@ -166,7 +154,8 @@ pub struct PassReport {
 }
 
 impl Operator {
-    /// Starts the watch caches.
+    /// Starts the watch caches. The operator writes as leader for good until
+    /// [`Self::set_leadership`] or [`Self::run`] gives it an election to follow.
     pub fn start(client: Client, cfg: Config, metrics: Arc<Metrics>) -> Self {
         let changed = Arc::new(Changes::default());
         let caches = WatchCaches::start(
@@ -184,23 +173,26 @@ impl Operator {
             .as_ref()
             .map(|l| l.identity.clone())
             .unwrap_or_else(|| "tessera-operator".into());
-        let recorder = Recorder::new(
+        let applier = Applier::new(
             client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: Some(identity),
-            },
+            Leadership::always(),
+            metrics.clone(),
+            identity,
         );
         Self {
-            client,
             cfg,
             caches,
             metrics,
             health: Arc::default(),
             changed,
-            recorder,
+            applier,
             backoff: Mutex::default(),
         }
+    }
+
+    /// Writes only while `leadership` says this replica leads, checked before every write.
+    pub fn set_leadership(&mut self, leadership: Leadership) {
+        self.applier.set_leadership(leadership);
     }
 
     /// The health shared with the admin server.
@@ -226,118 +218,6 @@ impl Operator {
         }
     }
 
-    fn key_policy(&self, world: &World) -> KeyPolicy {
-        // The longest lifetime of anything a key vouches for, from the policies in force.
-        let mut access = tessera_crds::validate::DEFAULT_ACCESS_TTL;
-        let mut sealed = tessera_crds::validate::DEFAULT_ACCESS_TTL;
-        for p in &world.set.auth_policies {
-            let ttl = |s: Option<&str>, d| {
-                s.and_then(|s| tessera_crds::duration::parse_duration(s).ok())
-                    .unwrap_or(d)
-            };
-            if !p.spec.access_token.immortal {
-                let a = ttl(
-                    p.spec.access_token.ttl.as_deref(),
-                    tessera_crds::validate::DEFAULT_ACCESS_TTL,
-                );
-                access = access.max(a);
-                sealed = sealed.max(a);
-            }
-            if p.spec.refresh.enabled {
-                sealed = sealed.max(ttl(
-                    p.spec.refresh.ttl.as_deref(),
-                    tessera_crds::validate::DEFAULT_REFRESH_TTL,
-                ));
-            }
-        }
-        KeyPolicy {
-            rotation_interval: self.cfg.key_rotation,
-            prepublish: self.cfg.key_prepublish,
-            retire_delay: access + self.cfg.skew,
-            sealed_lifetime: sealed + self.cfg.skew,
-        }
-    }
-
-    /// One attempt of [`Self::keys_pass`] against `stored_secret`.
-    async fn keys_write(
-        &self,
-        world: &World,
-        now: Timestamp,
-        stored_secret: Option<&Secret>,
-        report: &mut PassReport,
-    ) -> Result<KeyWrite, String> {
-        let value = stored_secret.map(|s| plan::read_secret_value(s, SECRET_DATA_KEY));
-        let stored = match &value {
-            None => Stored::Absent,
-            Some(v) => Stored::Present(v.as_deref()),
-        };
-        let policy = self.key_policy(world);
-        let kp = plan_keys(stored, now, &policy, &mut |t| KeySet::generate_file(t).ok());
-        report.next_wake = kp.next_wake;
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.cfg.keys_namespace);
-        let pp = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        let written = match &kp.decision {
-            KeyDecision::Blocked(why) => {
-                self.metrics.error("keys_blocked");
-                self.metrics.reconciled("KeySet", "error", 1);
-                tracing::error!(secret = %format!("{}/{}", self.cfg.keys_namespace, self.cfg.keys_secret), reason = %why, "key set unusable; not rotating and not reconciling until it is fixed");
-                if let Some(s) = stored_secret {
-                    self.event(&s.metadata, "Secret", "v1", true, "KeySetInvalid", why)
-                        .await;
-                }
-                return Err(why.clone());
-            }
-            KeyDecision::Keep => {
-                self.metrics.reconciled("KeySet", "unchanged", 1);
-                report.keys = "unchanged".into();
-                return Ok(KeyWrite::Done(kp));
-            }
-            KeyDecision::Create(file) => {
-                let secret = keys_secret(&self.cfg, file, None).map_err(|e| e.to_string())?;
-                report.writes += 1;
-                self.metrics.writes.inc();
-                api.create(&pp, &secret).await.map(|_| {
-                    tracing::info!(secret = %self.cfg.keys_secret, "generated the key set");
-                    "created".to_owned()
-                })
-            }
-            KeyDecision::Update(file, changes) => {
-                let rv = stored_secret.and_then(|s| s.metadata.resource_version.clone());
-                let secret = keys_secret(&self.cfg, file, rv).map_err(|e| e.to_string())?;
-                report.writes += 1;
-                self.metrics.writes.inc();
-                // Replace guarded by resourceVersion: of two writers, the second gets a
-                // conflict and re-plans from what the first wrote, so no two keys are minted.
-                api.replace(&self.cfg.keys_secret, &pp, &secret)
-                    .await
-                    .map(|_| {
-                        tracing::info!(changes = ?changes, "rotated the key set");
-                        changes.join("; ")
-                    })
-            }
-        };
-        match written {
-            Ok(what) => {
-                self.metrics.reconciled("KeySet", "written", 1);
-                report.keys = what;
-                Ok(KeyWrite::Done(kp))
-            }
-            // 409: AlreadyExists on create, Conflict on a stale resourceVersion.
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                self.metrics.reconciled("KeySet", "conflict", 1);
-                Ok(KeyWrite::Conflict(e.message.clone()))
-            }
-            Err(e) => {
-                self.metrics.reconciled("KeySet", "error", 1);
-                report.errors += 1;
-                Err(format!("writing the keys Secret failed: {e}"))
-            }
-        }
-    }
-
     /// Keys: decide and write. Returns the verifier key in force, or why there is none.
     ///
     /// Plans from the watch cache. A write refused with 409 (someone wrote since the cache
@@ -350,30 +230,95 @@ impl Operator {
         world: &World,
         now: Timestamp,
         report: &mut PassReport,
-    ) -> Result<VerifierKey, String> {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.cfg.keys_namespace);
-        let mut stored_secret = self.caches.keys_secret().map(|s| (*s).clone());
+    ) -> Result<VerifierKey, Error> {
+        let cfg = &self.cfg;
+        let policy =
+            KeyPolicy::for_policies(&world.set, cfg.key_rotation, cfg.key_prepublish, cfg.skew);
+        let mut stored = self.caches.keys_secret().map(|s| (*s).clone());
         let mut attempt = 0;
         let kp = loop {
-            match self
-                .keys_write(world, now, stored_secret.as_ref(), report)
-                .await?
-            {
-                KeyWrite::Done(kp) => break kp,
-                KeyWrite::Conflict(e) if attempt < KEY_CONFLICT_RETRIES => {
+            let value = key_set::stored_value(stored.as_ref());
+            let kp = plan_keys(
+                Stored::of(stored.as_ref(), &value),
+                now,
+                &policy,
+                &mut |t| KeySet::generate_file(t).ok(),
+            );
+            report.next_wake = kp.next_wake;
+            let write = match key_set::key_set_write(
+                &kp.decision,
+                &cfg.keys_namespace,
+                &cfg.keys_secret,
+                stored.as_ref(),
+            ) {
+                Ok(w) => w,
+                Err(e) => {
+                    self.metrics.error(e.kind());
+                    self.metrics.reconciled("KeySet", "error", 1);
+                    tracing::error!(secret = %format!("{}/{}", cfg.keys_namespace, cfg.keys_secret), reason = %e, "key set unusable; not rotating and not reconciling until it is fixed");
+                    if let Some(s) = &stored {
+                        self.event(
+                            &s.metadata,
+                            "Secret",
+                            "v1",
+                            true,
+                            e.kind().reason(),
+                            &e.to_string(),
+                        )
+                        .await;
+                    }
+                    return Err(e);
+                }
+            };
+            let Some(write) = write else {
+                self.metrics.reconciled("KeySet", "unchanged", 1);
+                report.keys = "unchanged".into();
+                break kp;
+            };
+            report.writes += 1;
+            match self.applier.apply(&write).await {
+                Ok(_) => {
+                    self.metrics.reconciled("KeySet", "written", 1);
+                    report.keys = match &kp.decision {
+                        KeyDecision::Update(_, changes) => {
+                            tracing::info!(changes = ?changes, "rotated the key set");
+                            changes.join("; ")
+                        }
+                        _ => {
+                            tracing::info!(secret = %cfg.keys_secret, "generated the key set");
+                            "created".into()
+                        }
+                    };
+                    break kp;
+                }
+                // 409: AlreadyExists on create, Conflict on a stale resourceVersion.
+                Err(e) if e.kind() == ErrorKind::Conflict => {
+                    self.metrics.reconciled("KeySet", "conflict", 1);
+                    if attempt == KEY_CONFLICT_RETRIES {
+                        return Err(Error::KeySetConflicts(e.to_string()));
+                    }
                     attempt += 1;
                     tracing::info!(error = %e, attempt, "the key set changed under us; re-reading it from the API");
-                    stored_secret = api
-                        .get_opt(&self.cfg.keys_secret)
+                    let api: Api<Secret> =
+                        Api::namespaced(self.applier.client().clone(), &cfg.keys_namespace);
+                    stored = api
+                        .get_opt(&cfg.keys_secret)
                         .await
-                        .map_err(|e| format!("re-reading the keys Secret failed: {e}"))?;
+                        .map_err(|source| Error::Read {
+                            what: "the keys Secret".into(),
+                            source,
+                        })?;
                 }
-                KeyWrite::Conflict(e) => {
-                    return Err(format!("writing the keys Secret kept conflicting: {e}"));
+                Err(e) => {
+                    self.metrics.reconciled("KeySet", "error", 1);
+                    report.errors += 1;
+                    return Err(e);
                 }
             }
         };
-        let file = kp.effective.ok_or("no key set")?;
+        let file = kp
+            .effective
+            .ok_or_else(|| Error::KeySetBlocked("no key set".into()))?;
         for (alg, age) in signer_ages(&file, now) {
             self.metrics
                 .key_age
@@ -384,64 +329,37 @@ impl Operator {
         }
         KeySet::from_file(&file)
             .map(|k| k.verifier_key().clone())
-            .map_err(|e| e.to_string())
+            .map_err(|e| Error::KeySetBlocked(e.to_string()))
     }
 
     /// Copies what AuthPolicies reference (user pools, CA bundles) into the policy-data Secret
     /// token servers read; writes only when the copy differs.
     async fn policy_data_pass(&self, world: &World, report: &mut PassReport) {
-        let name = policy_data::secret_name(&self.cfg.keys_secret);
-        let doc = policy_data::collect(&world.set);
         let stored = self.caches.policy_data_secret();
-        let current = stored
-            .as_ref()
-            .and_then(|s| s.data.as_ref())
-            .and_then(|d| d.get(policy_data::DATA_KEY));
-        if current.is_some_and(|c| c.0 == doc) {
-            return;
-        }
-        if doc.len() > policy_data::MAX_BYTES {
-            self.metrics.error("policy_data_too_large");
-            let why = format!(
-                "the user pools and CA bundles AuthPolicies reference add up to {} bytes, more than the {} a Secret can carry; split large user pools across fewer policies or move users to an external identity provider",
-                doc.len(),
-                policy_data::MAX_BYTES
-            );
-            tracing::error!(secret = %name, "{why}");
-            self.set_health(|h| h.last_error = Some(why));
-            return;
-        }
-        let mut secret = keys_secret_shell(
-            &self.cfg,
-            &name,
-            stored
-                .as_ref()
-                .and_then(|s| s.metadata.resource_version.clone()),
+        let planned = policy_data::plan(
+            &world.set,
+            &self.cfg.keys_namespace,
+            &self.cfg.keys_secret,
+            stored.as_deref(),
         );
-        secret.data = Some(BTreeMap::from([(
-            policy_data::DATA_KEY.to_owned(),
-            k8s_openapi::ByteString(doc),
-        )]));
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.cfg.keys_namespace);
-        let pp = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
+        let write = match planned {
+            Ok(Some(w)) => w,
+            Ok(None) => return,
+            Err(e) => {
+                self.metrics.error(e.kind());
+                tracing::error!(secret = %tessera_crds::policy_data::secret_name(&self.cfg.keys_secret), "{e}");
+                self.set_health(|h| h.last_error = Some(e.to_string()));
+                return;
+            }
         };
         report.writes += 1;
-        self.metrics.writes.inc();
-        let r = if stored.is_some() {
-            api.replace(&name, &pp, &secret).await
-        } else {
-            api.create(&pp, &secret).await
-        };
-        match r {
-            Ok(_) => tracing::info!(secret = %name, "updated the policy data token servers read"),
+        match self.applier.apply(&write).await {
+            Ok(_) => tracing::info!("updated the policy data token servers read"),
             // A conflict or a transient error: the next pass (a watch event or the resync)
             // plans again from what is stored.
             Err(e) => {
                 report.errors += 1;
-                self.metrics.error("policy_data");
-                tracing::warn!(secret = %name, error = %e, "writing the policy data failed; retrying on the next pass");
+                tracing::warn!(error = %e, "writing the policy data failed; retrying on the next pass");
             }
         }
     }
@@ -457,7 +375,8 @@ impl Operator {
                 self.set_health(|h| h.keys = "ok".into());
                 k
             }
-            Err(why) => {
+            Err(e) => {
+                let why = e.to_string();
                 self.set_health(|h| {
                     h.keys = why.clone();
                     h.last_error = Some(why.clone());
@@ -504,9 +423,12 @@ impl Operator {
                         let mut b = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
                         match &r {
                             Ok(_) => b.succeeded(&key),
+                            // Not leading is not the object's failure: the next leader writes it
+                            // without a backoff.
+                            Err(f) if f.kind == ErrorKind::NotLeader => {}
                             Err(f) => {
                                 b.failed(&key, now);
-                                if f.terminating {
+                                if f.kind == ErrorKind::NamespaceTerminating {
                                     b.terminating(&o.object.namespace, now);
                                 }
                             }
@@ -548,7 +470,7 @@ impl Operator {
                 deferred = report.deferred,
                 "objects not written this pass (backing off after failed writes, or their namespace is being deleted)"
             );
-            self.metrics.error("deferred");
+            self.metrics.error(ErrorKind::Deferred);
         }
         for (kind, seen) in &plan.seen {
             let written = written_by_kind.get(kind).copied().unwrap_or(0);
@@ -579,7 +501,7 @@ impl Operator {
 
     /// Waits (briefly) until the caches show what this pass wrote, so the next pass does not
     /// decide from a stale view and write the same thing twice.
-    async fn await_caches(&self, expects: &[Expect]) {
+    async fn await_caches(&self, expects: &[Written]) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             let missing = expects.iter().any(|e| !self.cache_has(e));
@@ -590,7 +512,7 @@ impl Operator {
         }
     }
 
-    fn cache_has(&self, e: &Expect) -> bool {
+    fn cache_has(&self, e: &Written) -> bool {
         fn find<K: Resource + Clone>(stores: &[Store<K>], ns: &str, name: &str, rv: &str) -> bool
         where
             K::DynamicType: Eq + std::hash::Hash + Clone + Default,
@@ -602,59 +524,60 @@ impl Operator {
             })
         }
         let s = &self.caches;
+        let (ns, name, rv) = (&*e.namespace, &*e.name, &*e.resource_version);
         match e.kind {
-            None => find(&s.secrets, &e.namespace, &e.name, &e.rv),
-            Some(Kind::Credential) => find(&s.credentials, &e.namespace, &e.name, &e.rv),
-            Some(Kind::ApiProxy) => find(&s.proxies, &e.namespace, &e.name, &e.rv),
-            Some(Kind::AuthPolicy) => find(&s.policies, &e.namespace, &e.name, &e.rv),
-            Some(Kind::Role) => find(&s.roles, &e.namespace, &e.name, &e.rv),
+            None => find(&s.secrets, ns, name, rv),
+            Some(Kind::Credential) => find(&s.credentials, ns, name, rv),
+            Some(Kind::ApiProxy) => find(&s.proxies, ns, name, rv),
+            Some(Kind::AuthPolicy) => find(&s.policies, ns, name, rv),
+            Some(Kind::Role) => find(&s.roles, ns, name, rv),
         }
     }
 
-    async fn execute(&self, o: &ObjectPlan) -> Result<Vec<Expect>, WriteFailure> {
-        let mut expects = Vec::new();
+    async fn execute(&self, o: &ObjectPlan) -> Result<Vec<Written>, WriteFailure> {
+        let mut written = Vec::new();
         for w in &o.writes {
-            self.metrics.writes.inc();
-            let r = self.write(w).await;
-            match r {
-                Ok(e) => expects.push(e),
-                Err(e) => {
-                    let conflict = matches!(&e, kube::Error::Api(s) if s.code == 409);
-                    self.metrics
-                        .error(if conflict { "conflict" } else { "api" });
-                    let terminating = backoff::is_namespace_terminating(&e);
-                    let forbidden =
-                        !terminating && matches!(&e, kube::Error::Api(s) if s.code == 403);
-                    if forbidden {
-                        // RBAC refused it: say so on the object, where `kubectl describe` shows
-                        // it, not only in the operator's log (the pass goes on with the others).
-                        tracing::warn!(object = %o.object, write = w.verb(), error = %e, "forbidden by RBAC; check the operator's Role");
-                        let note = format!(
-                            "the API server refused the operator's {} write: {e}; grant it in the operator's Role (README: RBAC the chart grants)",
-                            w.verb()
-                        );
-                        self.object_event(o, true, "Forbidden", &note).await;
-                    }
-                    if conflict {
-                        tracing::debug!(object = %o.object, write = w.verb(), "conflict; the next pass re-plans");
-                    } else if forbidden {
-                        // Logged and recorded above.
-                    } else if terminating {
-                        tracing::info!(object = %o.object, "namespace is being deleted; no writes there for a while");
-                    } else {
-                        tracing::warn!(object = %o.object, write = w.verb(), error = %e, "write failed; retrying after a backoff");
-                    }
-                    return Err(WriteFailure {
-                        message: format!("{} failed: {e}", w.verb()),
-                        terminating,
-                    });
+            let e = match self.applier.apply(w).await {
+                Ok(x) => {
+                    written.push(x);
+                    continue;
+                }
+                Err(e) => e,
+            };
+            let kind = e.kind();
+            match kind {
+                ErrorKind::Forbidden => {
+                    // RBAC refused it: say so on the object, where `kubectl describe` shows it,
+                    // not only in the operator's log (the pass goes on with the others).
+                    tracing::warn!(object = %o.object, write = w.verb(), error = %e, "forbidden by RBAC; check the operator's Role");
+                    let note = format!(
+                        "the API server refused the operator's {} write: {e}; grant it in the operator's Role (README: RBAC the chart grants)",
+                        w.verb()
+                    );
+                    self.object_event(o, true, kind.reason(), &note).await;
+                }
+                ErrorKind::Conflict => {
+                    tracing::debug!(object = %o.object, write = w.verb(), "conflict; the next pass re-plans")
+                }
+                ErrorKind::NamespaceTerminating => {
+                    tracing::info!(object = %o.object, "namespace is being deleted; no writes there for a while")
+                }
+                ErrorKind::NotLeader => {
+                    tracing::info!(object = %o.object, "leadership ended during the pass; the leader writes it")
+                }
+                _ => {
+                    tracing::warn!(object = %o.object, write = w.verb(), error = %e, "write failed; retrying after a backoff")
                 }
             }
+            return Err(WriteFailure {
+                message: e.to_string(),
+                kind,
+            });
         }
         for ev in &o.events {
             self.object_event(o, ev.warning, &ev.reason, &ev.note).await;
         }
-        Ok(expects)
+        Ok(written)
     }
 
     /// An Event about the object `o` plans for.
@@ -685,103 +608,36 @@ impl Operator {
         reason: &str,
         note: &str,
     ) {
-        let reference = ObjectReference {
-            api_version: Some(api_version.into()),
-            kind: Some(kind.into()),
-            name: meta.name.clone(),
-            namespace: meta.namespace.clone(),
-            uid: meta.uid.clone(),
-            ..Default::default()
+        let Err(e) = self
+            .applier
+            .event(meta, kind, api_version, reason, note, warning)
+            .await
+        else {
+            return;
         };
-        let ev = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            note: Some(note.chars().take(1024).collect()),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        self.metrics.writes.inc();
-        if let Err(e) = self.recorder.publish(&ev, &reference).await {
-            self.metrics.error("event");
-            tracing::debug!(error = %e, "publishing an Event failed");
-            // Events are often the first write a terminating namespace refuses (a Credential's
-            // status patch still succeeds): stop writing there too.
-            if backoff::is_namespace_terminating(&e)
-                && let Some(ns) = &meta.namespace
-            {
-                self.backoff
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .terminating(ns, Timestamp::now());
-            }
-        }
-    }
-
-    async fn write(&self, w: &Write) -> Result<Expect, kube::Error> {
-        let apply = PatchParams::apply(FIELD_MANAGER).force();
-        match w {
-            Write::CreateSecret(s) => {
-                let ns = s.metadata.namespace.clone().unwrap_or_default();
-                let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
-                let pp = PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                };
-                let out = api.create(&pp, s).await?;
-                tracing::info!(secret = %format!("{ns}/{}", out.metadata.name.as_deref().unwrap_or_default()), "generated Secret created");
-                Ok(Expect::of(None, &out.metadata))
-            }
-            Write::ApplySecret(s) => {
-                let ns = s.metadata.namespace.clone().unwrap_or_default();
-                let name = s.metadata.name.clone().unwrap_or_default();
-                let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
-                let out = api.patch(&name, &apply, &Patch::Apply(&**s)).await?;
-                tracing::info!(secret = %format!("{ns}/{name}"), "generated Secret updated");
-                Ok(Expect::of(None, &out.metadata))
-            }
-            Write::Status { object, status } => {
-                let body = json!({"apiVersion": plan::API_VERSION, "kind": object.kind.as_str(), "status": status});
-                let ns = &*object.namespace;
-                let name = &*object.name;
-                let meta = match object.kind {
-                    Kind::Credential => {
-                        Api::<Credential>::namespaced(self.client.clone(), ns)
-                            .patch_status(name, &apply, &Patch::Apply(&body))
-                            .await?
-                            .metadata
-                    }
-                    Kind::ApiProxy => {
-                        Api::<ApiProxy>::namespaced(self.client.clone(), ns)
-                            .patch_status(name, &apply, &Patch::Apply(&body))
-                            .await?
-                            .metadata
-                    }
-                    Kind::AuthPolicy => {
-                        Api::<AuthPolicy>::namespaced(self.client.clone(), ns)
-                            .patch_status(name, &apply, &Patch::Apply(&body))
-                            .await?
-                            .metadata
-                    }
-                    Kind::Role => {
-                        Api::<Role>::namespaced(self.client.clone(), ns)
-                            .patch_status(name, &apply, &Patch::Apply(&body))
-                            .await?
-                            .metadata
-                    }
-                };
-                tracing::debug!(object = %object, "status written");
-                Ok(Expect::of(Some(object.kind), &meta))
-            }
+        tracing::debug!(error = %e, "publishing an Event failed");
+        // Events are often the first write a terminating namespace refuses (a Credential's
+        // status patch still succeeds): stop writing there too.
+        if e.kind() == ErrorKind::NamespaceTerminating
+            && let Some(ns) = &meta.namespace
+        {
+            self.backoff
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .terminating(ns, Timestamp::now());
         }
     }
 
     /// Runs until `shutdown`: a pass after every (debounced) change, at clock deadlines, and at
-    /// least every five minutes; only while `leader` says so.
-    pub async fn run(self, mut leader: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
+    /// least every five minutes; only while `leadership` says this replica leads, which every
+    /// write checks again.
+    pub async fn run(
+        mut self,
+        leadership: Leadership,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        self.set_leadership(leadership.clone());
+        let mut leader = leadership;
         tokio::select! {
             _ = self.wait_synced() => {}
             _ = shutdown.changed() => return,
@@ -789,7 +645,7 @@ impl Operator {
         tracing::info!("watch caches synced");
         let mut next_wake: Option<Timestamp> = None;
         loop {
-            let is_leader = *leader.borrow_and_update();
+            let is_leader = leader.leads();
             self.metrics.leader.set(i64::from(is_leader));
             self.set_health(|h| h.leader = is_leader);
             if is_leader {
@@ -810,6 +666,12 @@ impl Operator {
                     Duration::from_millis(d.as_millis().clamp(0, 300_000) as u64)
                 })
                 .unwrap_or(Duration::from_secs(300));
+            // Leading ends at the renew deadline unless the election renews: look again then,
+            // so /readyz and the leader gauge do not claim a leadership that lapsed.
+            let lapses = leader
+                .until()
+                .filter(|_| is_leader)
+                .map(tokio::time::Instant::into_std);
             tokio::select! {
                 _ = self.changed.notify.notified() => {
                     // Batch a burst of watch events into one pass.
@@ -817,13 +679,18 @@ impl Operator {
                 }
                 _ = tokio::time::sleep(sleep) => {}
                 _ = leader.changed() => {}
+                _ = async {
+                    match lapses {
+                        Some(t) => tokio::time::sleep_until(t.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
                 _ = shutdown.changed() => return,
             }
         }
     }
 }
 
-/// A write whose result the caches should show before the next pass.
 /// True if a cached object's resourceVersion is the one written or a later one. A later write
 /// by someone else (a user, a token server's revocation) must count, or the pass would wait out
 /// its deadline. resourceVersions are etcd revisions on real API servers; anything that is not
@@ -832,56 +699,6 @@ fn rv_reached(cached: Option<&str>, written: &str) -> bool {
     match (cached.map(str::parse::<u64>), written.parse::<u64>()) {
         (Some(Ok(c)), Ok(w)) => c >= w,
         _ => cached == Some(written),
-    }
-}
-
-#[derive(Debug)]
-struct Expect {
-    kind: Option<Kind>,
-    namespace: String,
-    name: String,
-    rv: String,
-}
-
-impl Expect {
-    fn of(kind: Option<Kind>, meta: &ObjectMeta) -> Self {
-        Self {
-            kind,
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            name: meta.name.clone().unwrap_or_default(),
-            rv: meta.resource_version.clone().unwrap_or_default(),
-        }
-    }
-}
-
-fn keys_secret(
-    cfg: &Config,
-    file: &KeySetFile,
-    resource_version: Option<String>,
-) -> Result<Secret, serde_json::Error> {
-    let json = serde_json::to_vec_pretty(file)?;
-    let mut data = BTreeMap::new();
-    data.insert(SECRET_DATA_KEY.to_owned(), k8s_openapi::ByteString(json));
-    let mut s = keys_secret_shell(cfg, &cfg.keys_secret, resource_version);
-    s.data = Some(data);
-    Ok(s)
-}
-
-/// A Secret in the operator's namespace with the managed-by label.
-fn keys_secret_shell(cfg: &Config, name: &str, resource_version: Option<String>) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(cfg.keys_namespace.clone()),
-            labels: Some(BTreeMap::from([(
-                plan::MANAGED_BY.0.into(),
-                plan::MANAGED_BY.1.into(),
-            )])),
-            resource_version,
-            ..Default::default()
-        },
-        type_: Some("Opaque".into()),
-        ..Default::default()
     }
 }
 

@@ -898,8 +898,8 @@ async fn leader_hand_over_never_has_two_leaders_and_a_standby_takes_over_within_
     let client = cp.client().await;
     let ns = cp.namespace(&client, "op-lease").await;
     let api = || Api::namespaced(client.clone(), &ns);
-    let (a_tx, a) = tokio::sync::watch::channel(false);
-    let (b_tx, b) = tokio::sync::watch::channel(false);
+    let (a_tx, a) = tessera_operator::lease::leadership();
+    let (b_tx, b) = tessera_operator::lease::leadership();
     let (stop_a_tx, stop_a) = tokio::sync::watch::channel(false);
     let (_stop_b_tx, stop_b) = tokio::sync::watch::channel(false);
     let task_a = tokio::spawn(tessera_operator::lease::run(
@@ -917,19 +917,22 @@ async fn leader_hand_over_never_has_two_leaders_and_a_standby_takes_over_within_
     ));
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!(*a.borrow() && *b.borrow()), "two leaders");
+        assert!(!(a.leads() && b.leads()), "two leaders");
     }
-    assert!(*a.borrow() && !*b.borrow(), "a leads, b follows");
+    assert!(a.leads() && !b.leads(), "a leads, b follows");
 
     // a dies without releasing (killed): b takes over once the lease expires.
     task_a.abort();
     drop(stop_a_tx);
     let died = std::time::Instant::now();
-    while !*b.borrow() {
+    // a's own leadership lapses at its renew deadline, before b can take over: never two.
+    while !b.leads() {
+        assert!(!(a.leads() && b.leads()), "two leaders");
         assert!(died.elapsed() < Duration::from_secs(4), "b never took over");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let took = died.elapsed();
+    assert!(!a.leads(), "a's leadership lapsed before b's began");
     assert!(
         took <= Duration::from_millis(2600),
         "took {took:?}, lease is 2s"
@@ -944,7 +947,7 @@ async fn leader_hand_over_never_has_two_leaders_and_a_standby_takes_over_within_
     assert_eq!(lease.lease_transitions, Some(1));
 
     // A graceful shutdown releases at once: c takes over without waiting for expiry.
-    let (c_tx, c) = tokio::sync::watch::channel(false);
+    let (c_tx, c) = tessera_operator::lease::leadership();
     let (_stop_c_tx, stop_c) = tokio::sync::watch::channel(false);
     let _task_c = tokio::spawn(tessera_operator::lease::run(
         api(),
@@ -953,23 +956,23 @@ async fn leader_hand_over_never_has_two_leaders_and_a_standby_takes_over_within_
         stop_c,
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!*c.borrow());
+    assert!(!c.leads());
     _stop_b_tx.send(true).expect("stop b");
     let released = std::time::Instant::now();
-    while !*c.borrow() {
+    while !c.leads() {
         assert!(
             released.elapsed() < Duration::from_secs(2),
             "c never took over after release"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!*b.borrow());
+    assert!(!b.leads());
 }
 
 #[tokio::test]
 async fn a_follower_keeps_its_caches_warm_and_writes_nothing_until_it_leads() {
     let env = env().await;
-    let (leader_tx, leader) = tokio::sync::watch::channel(false);
+    let (leader_tx, leader) = tessera_operator::lease::leadership();
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     let health = env.op.health();
     let mark = env.cp.audit_mark();
@@ -989,7 +992,7 @@ async fn a_follower_keeps_its_caches_warm_and_writes_nothing_until_it_leads() {
     );
     assert!(get_object(&client, &ns, SECRETS, KEYS).await.is_none());
     assert!(health.lock().expect("h").synced);
-    leader_tx.send(true).expect("lead");
+    leader_tx.send_replace(Some(tokio::time::Instant::now() + Duration::from_secs(60)));
     let start = std::time::Instant::now();
     while get_object(&client, &ns, CREDS, "app")
         .await
@@ -1144,4 +1147,50 @@ async fn a_deleted_namespace_is_not_repaired_at_full_speed() {
         most <= 4,
         "an object was written {most} times in 8 s: {writes:#?}"
     );
+}
+
+/// A leader whose Lease lapsed (its renew deadline passed; the election has not said so yet)
+/// writes nothing, neither the key set nor an object's Secret, status or Events: the Lease is
+/// checked before each write, not once per pass.
+#[tokio::test]
+async fn a_lapsed_lease_stops_every_write_of_a_pass() {
+    let mut env = env().await;
+    let (lease, leadership) = tessera_operator::lease::leadership();
+    let renew = || Some(tokio::time::Instant::now() + Duration::from_secs(60));
+    lease.send_replace(renew());
+    env.op.set_leadership(leadership);
+    apply_yaml(&env, GENERATED).await;
+    until(&env, "3 objects", |w| w.set.credentials.len() == 1).await;
+    let r = env.op.pass().await;
+    assert_eq!((r.errors, r.keys.as_str()), (0, "created"), "{r:?}");
+
+    // A second Credential needs a Secret and a status; the lease lapses before the pass.
+    apply_yaml(
+        &env,
+        "apiVersion: tessera.dev/v1alpha1\nkind: Credential\nmetadata: {name: late}\nspec: {policyRef: {name: acl}, acl: [orders]}\n",
+    )
+    .await;
+    until(&env, "the second Credential", |w| {
+        w.set.credentials.len() == 2
+    })
+    .await;
+    lease.send_replace(Some(tokio::time::Instant::now()));
+    let mark = env.cp.audit_mark();
+    let r = env.op.pass().await;
+    assert!(r.errors > 0, "the writes were refused: {r:?}");
+    let writes = env.operator_writes_since(mark).await;
+    assert!(writes.is_empty(), "a lapsed leader wrote: {writes:#?}");
+    assert!(env.object(SECRETS, "late-client").await.is_none());
+    let last = env.op.health().lock().expect("h").last_error.clone();
+    assert!(
+        last.as_deref()
+            .is_some_and(|e| e.contains("no longer holds the operator Lease")),
+        "/readyz says why: {last:?}"
+    );
+
+    // Renewed: the same operator writes it at once (no backoff was charged to the object).
+    lease.send_replace(renew());
+    let r = env.op.pass().await;
+    assert_eq!((r.errors, r.deferred), (0, 0), "{r:?}");
+    assert!(env.object(SECRETS, "late-client").await.is_some());
 }

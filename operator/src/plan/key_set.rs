@@ -14,10 +14,16 @@
 //! Encryption keys (opaque and refresh tokens) rotate on the same interval; the newest seals and
 //! older ones keep opening until the longest sealed-token lifetime has passed.
 
+use super::{Write, own_secret, read_secret_value};
+use crate::error::Error;
 use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Secret;
 use std::time::Duration;
 use tessera_crds::auth_policy::SigningAlgorithm;
-use tessera_keys::{KeySet, KeySetFile};
+use tessera_crds::duration::parse_duration;
+use tessera_crds::model::ResourceSet;
+use tessera_crds::validate::{DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL};
+use tessera_keys::{KeySet, KeySetFile, SECRET_DATA_KEY};
 
 /// Rotation settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +36,38 @@ pub struct KeyPolicy {
     pub retire_delay: Duration,
     /// How long a superseded encryption key keeps opening tokens.
     pub sealed_lifetime: Duration,
+}
+
+impl KeyPolicy {
+    /// The policy for the AuthPolicies in force: a superseded key stays as long as the longest
+    /// lifetime of anything it vouches for (access tokens it signed; opaque and refresh tokens
+    /// it sealed), plus the clock skew allowed between token servers and validators.
+    pub fn for_policies(
+        set: &ResourceSet,
+        rotation_interval: Option<Duration>,
+        prepublish: Duration,
+        skew: Duration,
+    ) -> Self {
+        let ttl = |s: Option<&str>, d| s.and_then(|s| parse_duration(s).ok()).unwrap_or(d);
+        let mut access = DEFAULT_ACCESS_TTL;
+        let mut sealed = DEFAULT_ACCESS_TTL;
+        for p in &set.auth_policies {
+            if !p.spec.access_token.immortal {
+                let a = ttl(p.spec.access_token.ttl.as_deref(), DEFAULT_ACCESS_TTL);
+                access = access.max(a);
+                sealed = sealed.max(a);
+            }
+            if p.spec.refresh.enabled {
+                sealed = sealed.max(ttl(p.spec.refresh.ttl.as_deref(), DEFAULT_REFRESH_TTL));
+            }
+        }
+        KeyPolicy {
+            rotation_interval,
+            prepublish,
+            retire_delay: access + skew,
+            sealed_lifetime: sealed + skew,
+        }
+    }
 }
 
 /// What is stored now.
@@ -268,6 +306,57 @@ pub fn plan_keys(
     }
 }
 
+impl<'a> Stored<'a> {
+    /// What the keys Secret `stored` (if any) holds; `value` is its `keyset.json` as read.
+    pub fn of(stored: Option<&Secret>, value: &'a Option<Vec<u8>>) -> Self {
+        match stored {
+            None => Stored::Absent,
+            Some(_) => Stored::Present(value.as_deref()),
+        }
+    }
+}
+
+/// The `keyset.json` value of a stored keys Secret.
+pub fn stored_value(stored: Option<&Secret>) -> Option<Vec<u8>> {
+    stored.and_then(|s| read_secret_value(s, SECRET_DATA_KEY))
+}
+
+/// The write a decision takes against the keys Secret `stored` (`None` to keep it), or why the
+/// stored set blocks any.
+pub fn key_set_write(
+    decision: &KeyDecision,
+    namespace: &str,
+    name: &str,
+    stored: Option<&Secret>,
+) -> Result<Option<Write>, Error> {
+    let encode = |file: &KeySetFile| {
+        serde_json::to_vec_pretty(file).map_err(|source| Error::Encode {
+            what: "the key set",
+            source,
+        })
+    };
+    Ok(match decision {
+        KeyDecision::Blocked(why) => return Err(Error::KeySetBlocked(why.clone())),
+        KeyDecision::Keep => None,
+        KeyDecision::Create(file) => Some(own_secret(
+            namespace,
+            name,
+            SECRET_DATA_KEY,
+            encode(file)?,
+            None,
+        )),
+        // Replace guarded by resourceVersion: of two writers, the second gets a conflict and
+        // re-plans from what the first wrote, so no two keys are minted.
+        KeyDecision::Update(file, _) => Some(own_secret(
+            namespace,
+            name,
+            SECRET_DATA_KEY,
+            encode(file)?,
+            stored,
+        )),
+    })
+}
+
 /// Age of the key signing for each algorithm at `now` (for metrics).
 pub fn signer_ages(file: &KeySetFile, now: Timestamp) -> Vec<(SigningAlgorithm, f64)> {
     ALGORITHMS
@@ -472,5 +561,61 @@ mod tests {
         // Generation failing is reported, not papered over.
         let plan = plan_keys(Stored::Absent, t(0), &p, &mut |_| None);
         assert!(matches!(plan.decision, KeyDecision::Blocked(_)));
+    }
+
+    #[test]
+    fn keys_outlive_the_longest_token_they_vouch_for_plus_skew() {
+        let yaml = "apiVersion: tessera.dev/v1alpha1\nkind: AuthPolicy\nmetadata: {name: a}\nspec: {management: ACL, grantTypes: [client_credentials], accessToken: {ttl: 2h}, refresh: {enabled: true, ttl: 720h}}\n---\napiVersion: tessera.dev/v1alpha1\nkind: AuthPolicy\nmetadata: {name: b}\nspec: {management: ACL, grantTypes: [client_credentials], accessToken: {immortal: true}}\n";
+        let set: ResourceSet = tessera_crds::manifest::parse(yaml, "t")
+            .expect("parse")
+            .resources
+            .into_iter()
+            .collect();
+        let skew = Duration::from_secs(300);
+        let p = KeyPolicy::for_policies(&set, Some(Duration::from_secs(H)), Duration::ZERO, skew);
+        // An immortal access token is opaque and checked by introspection: it never pins a
+        // signing key, or no key could ever retire.
+        assert_eq!(p.retire_delay, Duration::from_secs(2 * H) + skew);
+        assert_eq!(p.sealed_lifetime, Duration::from_secs(30 * 24 * H) + skew);
+        let none = KeyPolicy::for_policies(&ResourceSet::default(), None, Duration::ZERO, skew);
+        assert_eq!(none.retire_delay, DEFAULT_ACCESS_TTL + skew);
+        assert_eq!(none.sealed_lifetime, DEFAULT_ACCESS_TTL + skew);
+    }
+
+    #[test]
+    fn a_decision_becomes_a_create_a_guarded_replace_or_nothing() {
+        let file = KeySet::generate_file(t(0)).expect("generate");
+        let stored = k8s_openapi::api::core::v1::Secret {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                resource_version: Some("41".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let created = key_set_write(&KeyDecision::Create(file.clone()), "ns", "keys", None);
+        let Ok(Some(Write::CreateSecret(s))) = created else {
+            panic!("{created:?}")
+        };
+        assert_eq!(s.metadata.resource_version, None);
+        let parsed: KeySetFile =
+            serde_json::from_slice(&s.data.as_ref().expect("data")[SECRET_DATA_KEY].0)
+                .expect("json");
+        assert_eq!(parsed, file);
+        let updated = key_set_write(
+            &KeyDecision::Update(file, vec!["added".into()]),
+            "ns",
+            "keys",
+            Some(&stored),
+        );
+        let Ok(Some(Write::ReplaceSecret(s))) = updated else {
+            panic!("{updated:?}")
+        };
+        assert_eq!(s.metadata.resource_version.as_deref(), Some("41"));
+        assert!(matches!(
+            key_set_write(&KeyDecision::Keep, "ns", "keys", Some(&stored)),
+            Ok(None)
+        ));
+        let blocked = key_set_write(&KeyDecision::Blocked("bad".into()), "ns", "keys", None);
+        assert!(matches!(blocked, Err(Error::KeySetBlocked(w)) if w == "bad"));
     }
 }
