@@ -797,6 +797,9 @@ async fn install_chart(cluster: &Cluster, system: &str, applied: &Applied) -> Cr
             "--skip-crds",
             "--set",
             &format!("watchNamespaces={{{watched}}}"),
+            // The binaries these tests run are single replicas on their own state.
+            "--set",
+            "state.perReplica=true",
         ])
         .arg("--kubeconfig")
         .arg(cluster.admin_kubeconfig())

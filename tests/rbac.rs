@@ -18,6 +18,8 @@ fn helm_install(cluster: &Cluster, sys: &str, extra: &[String]) {
         .args(["install", "tessera"])
         .arg(root.join("charts/tessera"))
         .args(["--namespace", sys, "--skip-crds"])
+        // The binaries these tests run are single replicas on their own state.
+        .args(["--set", "state.perReplica=true"])
         .args(extra)
         .arg("--kubeconfig")
         .arg(cluster.admin_kubeconfig())

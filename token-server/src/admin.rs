@@ -64,6 +64,9 @@ async fn readyz(State(st): State<AppState>) -> Response {
                 "lastErrorAt": status.last_error_at.map(|t| t.to_string()),
                 // Set while the API server cannot be reached: the snapshot is the last known good.
                 "sourceUnreachableSince": status.stale_since().map(|t| t.to_string()),
+                // Ready either way: client_credentials and JWT validation go on while Redis is
+                // down (refresh, revocation and introspection answer 503 until it is back).
+                "state": st.store.health(),
                 "keys": {
                     "ephemeral": s.keys.ephemeral,
                     "signingAlgorithms": s.keys.algorithms(now).iter().map(|a| a.as_str()).collect::<Vec<_>>(),

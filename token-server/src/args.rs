@@ -151,6 +151,35 @@ pub struct ServeArgs {
     /// Most connections open at once on the admin port (probes and metrics scrapes).
     #[arg(long, default_value_t = 64, env = "TESSERA_ADMIN_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
     pub admin_max_connections: u32,
+    /// Where the security state lives (spent and revoked tokens, guessing budgets): `memory`
+    /// (this process; one replica, or each replica on its own) or `redis://host:6379/0`
+    /// (`rediss://` for TLS), shared by every replica. The password never goes in the URL: use
+    /// `--state-password-file` or `TESSERA_STATE_PASSWORD`.
+    #[arg(long, default_value = "memory", env = "TESSERA_STATE_URL")]
+    pub state: String,
+    /// File holding the Redis password (its AUTH). `TESSERA_STATE_PASSWORD` works too.
+    #[arg(long, env = "TESSERA_STATE_PASSWORD_FILE")]
+    pub state_password_file: Option<PathBuf>,
+    /// PEM CA bundle that signs the Redis server's certificate (`rediss://`); default: the
+    /// system's roots.
+    #[arg(long, env = "TESSERA_STATE_CA_FILE")]
+    pub state_ca_file: Option<PathBuf>,
+    /// The longest a request waits for Redis, in milliseconds.
+    #[arg(long, default_value_t = 250, env = "TESSERA_STATE_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub state_timeout_ms: u64,
+    /// What the guessing budgets do while Redis does not answer: `local` counts in this replica
+    /// and keeps authenticating (client_credentials keeps working), `closed` answers 503.
+    /// Refresh, revocation and introspection always answer 503 then.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "local",
+        env = "TESSERA_STATE_FALLBACK"
+    )]
+    pub state_fallback: tessera_token_server::store::Fallback,
+    /// Prefix of every Redis key (deployments sharing one Redis need different ones).
+    #[arg(long, default_value = "tessera:", env = "TESSERA_STATE_PREFIX")]
+    pub state_prefix: String,
     /// On SIGTERM, how long in-flight requests may finish, in seconds.
     #[arg(long, default_value_t = 10, env = "TESSERA_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: u64,

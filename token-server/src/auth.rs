@@ -1,14 +1,13 @@
 //! Client authentication against the snapshot: constant-time secret checks, the policy's allowed
-//! methods, the gateway product's `-` secret for proxy keys, and the guessing budgets
-//! (`crate::lockout`).
+//! methods and the gateway product's `-` secret for proxy keys. Pure: it says how the attempt
+//! ended ([`Outcome`]) and the caller records that against the guessing budgets
+//! (`crate::store`) in the same step that checks them.
 
 use crate::error::OAuthError;
-use crate::lockout::{Lockout, Principal};
+use crate::store::Outcome;
 use crate::token::keys::KeySet;
 use jiff::Timestamp;
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
 use tessera_crds::auth_policy::ClientAuthMethod;
 use tessera_crds::model::{Client, ClientCa, ClientKind, Snapshot};
 
@@ -67,16 +66,10 @@ pub struct AuthInput<'a> {
     pub snapshot: &'a Snapshot,
     /// The keys (for the verifier key).
     pub keys: &'a KeySet,
-    /// Budgets.
-    pub lockout: &'a Lockout,
     /// Presented credentials.
     pub creds: &'a ClientCredentials,
-    /// Source address.
-    pub addr: Option<IpAddr>,
     /// Time.
     pub now: Timestamp,
-    /// Monotonic time for the budgets.
-    pub instant: Instant,
     /// The grant accepts `-` from a proxy key.
     pub dash_allowed: bool,
     /// The TLS client certificate, if any.
@@ -108,16 +101,17 @@ fn method_of(p: Presented) -> Option<ClientAuthMethod> {
 }
 
 /// Authenticates the client. Every failure is the same `invalid_client`, whether the client_id is
-/// unknown, disabled or the secret is wrong, and takes the same work (one keyed hash).
-pub fn authenticate(i: AuthInput<'_>) -> Result<Authenticated, OAuthError> {
+/// unknown, disabled or the secret is wrong, and takes the same work (one keyed hash). The
+/// outcome is what the guessing budgets count: a checked secret is a success even if the method
+/// is then refused.
+pub fn authenticate(i: AuthInput<'_>) -> (Result<Authenticated, OAuthError>, Outcome) {
+    let mut outcome = Outcome::Failed;
+    let r = check(&i, &mut outcome);
+    (r, outcome)
+}
+
+fn check(i: &AuthInput<'_>, outcome: &mut Outcome) -> Result<Authenticated, OAuthError> {
     let basic = i.creds.presented == Presented::Basic;
-    // Counted before anything is checked; refunded on success (see `crate::lockout`).
-    let attempt = i
-        .lockout
-        .begin(Principal::Client(&i.creds.client_id), i.addr, i.instant)
-        .map_err(|r| OAuthError::TooManyRequests {
-            retry_after: r.retry_after,
-        })?;
     let fail = || OAuthError::InvalidClient {
         description: "client authentication failed".into(),
         basic,
@@ -155,7 +149,7 @@ pub fn authenticate(i: AuthInput<'_>) -> Result<Authenticated, OAuthError> {
         if !valid || !(tls || self_signed) {
             return Err(fail());
         }
-        attempt.succeed(i.instant);
+        *outcome = Outcome::Succeeded;
         let method = if tls {
             "tls_client_auth"
         } else {
@@ -186,7 +180,7 @@ pub fn authenticate(i: AuthInput<'_>) -> Result<Authenticated, OAuthError> {
             return Err(fail());
         }
         // A checked secret clears this source's failures, whatever else is wrong below.
-        attempt.succeed(i.instant);
+        *outcome = Outcome::Succeeded;
         // The method is checked after the secret, so it tells nothing about unknown clients.
         let method = method_of(i.creds.presented);
         if !method.is_some_and(|m| client.policy.allows_auth(m)) {
@@ -207,7 +201,7 @@ pub fn authenticate(i: AuthInput<'_>) -> Result<Authenticated, OAuthError> {
         }
     } else {
         // A proxy key's `-` proves nothing: not a failure, and not a known-good source either.
-        attempt.void(i.instant);
+        *outcome = Outcome::Void;
     }
     Ok(Authenticated {
         client: client.clone(),

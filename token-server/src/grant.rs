@@ -13,8 +13,8 @@ pub mod response;
 
 use crate::error::OAuthError;
 use crate::form::Params;
-use crate::revocation::Revocations;
 use crate::state::Served;
+use crate::store::Store;
 use crate::token::claims::{AccessClaims, Audience, Confirmation, RefreshClaims};
 use crate::token::{jwt, sealed};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
@@ -38,7 +38,7 @@ pub struct GrantCtx<'a> {
     /// Now.
     pub now: Timestamp,
     /// Revoked and spent ids.
-    pub revocations: &'a Revocations,
+    pub store: &'a Store,
     /// The client certificate's thumbprint, when it authenticated with one.
     pub cnf: Option<Confirmation>,
 }

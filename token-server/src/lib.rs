@@ -24,5 +24,6 @@ pub mod revocation;
 pub mod serve;
 pub mod source;
 pub mod state;
+pub mod store;
 pub mod tls;
 pub mod token;

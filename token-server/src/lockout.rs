@@ -239,7 +239,7 @@ pub struct Attempt<'a> {
 
 /// The bytes a source is counted by, and how many of them: IPv4 whole, IPv6 by its /64 (one
 /// holder of a /64 has 2^64 addresses). No allocation: this runs on every authentication.
-fn source_bytes(addr: IpAddr) -> ([u8; 8], usize) {
+pub(crate) fn source_bytes(addr: IpAddr) -> ([u8; 8], usize) {
     let mut b = [0u8; 8];
     let v4 = |b: &mut [u8; 8], a: std::net::Ipv4Addr| {
         b[..4].copy_from_slice(&a.octets());

@@ -65,6 +65,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Adds the security state's metrics (`tessera_state_*`).
+    pub fn register_store(&mut self, store: &crate::store::StoreMetrics) {
+        store.register(&mut self.registry);
+    }
+
     /// A registry with every metric registered.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tessera");

@@ -1,9 +1,9 @@
 //! What requests read: the served snapshot and keys (swapped atomically as one value), and the
 //! process-wide parts (config, metrics, lockout, revocations, the clock).
 
-use crate::lockout::{Lockout, LockoutConfig};
+use crate::lockout::LockoutConfig;
 use crate::metrics::Metrics;
-use crate::revocation::Revocations;
+use crate::store::Store;
 use crate::token::keys::KeySet;
 use arc_swap::ArcSwapOption;
 use axum::body::Bytes;
@@ -154,10 +154,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Failed-authentication budgets.
-    pub lockout: Arc<Lockout>,
-    /// Revoked and spent token ids.
-    pub revocations: Arc<Revocations>,
+    /// The security state: spent and revoked tokens, guessing budgets (in this process or
+    /// shared by every replica).
+    pub store: Arc<Store>,
     /// The bounded password-check slots.
     pub passwords: Arc<crate::passwords::PasswordChecks>,
     /// Source health.
@@ -169,17 +168,24 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Fresh state with the system clock and nothing served yet.
+    /// Fresh state with the system clock, in-process security state and nothing served yet.
     pub fn new(config: Config) -> AppState {
+        let store = Store::memory(config.lockout);
+        Self::with_store(config, store)
+    }
+
+    /// Fresh state keeping its security state in `store`.
+    pub fn with_store(config: Config, store: Store) -> AppState {
+        let mut metrics = Metrics::new();
+        metrics.register_store(&store.metrics);
         AppState {
             served: Arc::new(ArcSwapOption::empty()),
-            lockout: Arc::new(Lockout::new(config.lockout)),
+            store: Arc::new(store),
             passwords: Arc::new(crate::passwords::PasswordChecks::new(
                 config.password_checks,
             )),
             config: Arc::new(config),
-            metrics: Arc::new(Metrics::new()),
-            revocations: Arc::new(Revocations::default()),
+            metrics: Arc::new(metrics),
             status: Arc::new(Mutex::new(SourceStatus::default())),
             clock: Arc::new(Timestamp::now),
             cluster_revocation: None,

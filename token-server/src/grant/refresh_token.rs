@@ -8,7 +8,7 @@
 
 use super::{GrantCtx, Issued, Subject, issue};
 use crate::error::OAuthError;
-use crate::revocation::Mark;
+use crate::store::Spend;
 use crate::token::claims::RefreshClaims;
 use crate::token::sealed;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ fn invalid(d: &str) -> OAuthError {
 }
 
 /// Exchanges a refresh token.
-pub fn grant(cx: &GrantCtx<'_>) -> Result<Issued, OAuthError> {
+pub async fn grant(cx: &GrantCtx<'_>) -> Result<Issued, OAuthError> {
     let token = cx.params.require("refresh_token")?;
     let rc: RefreshClaims = sealed::open(&cx.served.keys, sealed::Kind::Refresh, token)
         .ok_or_else(|| invalid("the refresh token is not valid"))?;
@@ -47,12 +47,6 @@ pub fn grant(cx: &GrantCtx<'_>) -> Result<Issued, OAuthError> {
             "this client's policy no longer issues refresh tokens".into(),
         ));
     };
-    let chain_key = format!("chain:{}", rc.chain);
-    if matches!(cx.revocations.get(&chain_key, now), Some(Mark::Revoked))
-        || cx.revocations.get(&rc.jti, now) == Some(Mark::Revoked)
-    {
-        return Err(invalid("the refresh token was revoked; authenticate again"));
-    }
     if refresh.max_refreshes.is_some_and(|max| rc.n >= max) {
         return Err(invalid(
             "the refresh limit of this token chain is reached; authenticate again",
@@ -95,27 +89,30 @@ pub fn grant(cx: &GrantCtx<'_>) -> Result<Issued, OAuthError> {
         ));
     }
 
-    // Full: the use cannot be recorded, so the token is not exchanged (it stays usable later).
-    let full = |_| OAuthError::Unavailable("the revocation store is full; retry later".into());
-    if refresh.rotate
-        && cx
-            .revocations
-            .mark(&rc.jti, Mark::Spent, rc.exp, now)
-            .map_err(full)?
-            == Some(Mark::Spent)
+    // Checked and spent in one step on every replica's shared state (see `crate::store`). If
+    // that state cannot answer, nothing is exchanged: the token stays usable later.
+    match cx
+        .store
+        .spend_refresh(
+            &rc.jti,
+            &rc.chain,
+            rc.exp,
+            now,
+            refresh.rotate,
+            refresh.ttl * 2,
+        )
+        .await?
     {
-        // A rotated refresh token came back: someone holds a copy. Revoke the chain.
-        cx.revocations
-            .mark(
-                &chain_key,
-                Mark::Revoked,
-                now + refresh.ttl.as_secs() as i64 * 2,
-                now,
-            )
-            .map_err(full)?;
-        return Err(invalid(
-            "the refresh token was already used; the token chain is revoked, authenticate again",
-        ));
+        Spend::Fresh => {}
+        Spend::Revoked => {
+            return Err(invalid("the refresh token was revoked; authenticate again"));
+        }
+        // A rotated refresh token came back: someone holds a copy. Its chain is now revoked.
+        Spend::Reused => {
+            return Err(invalid(
+                "the refresh token was already used; the token chain is revoked, authenticate again",
+            ));
+        }
     }
     let subject = Subject {
         sub: rc.sub.clone(),

@@ -34,7 +34,7 @@ pub fn served(
 
 /// Authenticates the client of a request against `served` and counts the method used.
 /// `dash_allowed`: the grant accepts a proxy key's `-` secret.
-pub fn authenticate_client(
+pub async fn authenticate_client(
     st: &AppState,
     served: &crate::state::Served,
     req: &request::OAuthRequest,
@@ -42,18 +42,28 @@ pub fn authenticate_client(
     dash_allowed: bool,
 ) -> Result<crate::auth::Authenticated, crate::error::OAuthError> {
     let creds = client_auth::read(&req.headers, &req.params, req.peer.is_some())?;
-    let client = crate::auth::authenticate(crate::auth::AuthInput {
+    let (verdict, outcome) = crate::auth::authenticate(crate::auth::AuthInput {
         snapshot: &served.snapshot,
         keys: &served.keys,
-        lockout: &st.lockout,
         creds: &creds,
-        addr: req.addr,
         now,
-        instant: std::time::Instant::now(),
         dash_allowed,
         peer: req.peer.as_deref(),
         client_cas: &served.client_cas,
-    })?;
+    });
+    // Checked and counted in one step (see `crate::lockout`): a refused attempt is 429 whatever
+    // the secret was, so it tells a guesser nothing.
+    st.store
+        .client_attempt(
+            crate::lockout::Principal::Client(&creds.client_id),
+            req.addr,
+            outcome,
+        )
+        .await?
+        .map_err(|r| crate::error::OAuthError::TooManyRequests {
+            retry_after: r.retry_after,
+        })?;
+    let client = verdict?;
     st.metrics.record_auth(client.method);
     tracing::debug!(client_id = %client.client.client_id, method = client.method, "client authenticated");
     Ok(client)

@@ -6,8 +6,8 @@
 
 use super::request;
 use crate::error::OAuthError;
-use crate::revocation::{Mark, Revocations};
 use crate::state::{AppState, Served};
+use crate::store::TokenState;
 use crate::token::claims::{AccessClaims, RefreshClaims};
 use crate::token::{jwt, sealed};
 use axum::extract::{Request, State};
@@ -58,21 +58,22 @@ fn client_still_valid(served: &Served, client_id: &str, iat: i64, now: Timestamp
         .is_some_and(|c| c.is_active(now) && c.not_before.is_none_or(|nb| iat > nb.as_second()))
 }
 
-/// The introspection answer for `caller`.
+/// The introspection answer for `caller` about a token found with [`find`], given what the
+/// security state holds about it.
 pub fn inspect(
     served: &Served,
     issuer: &str,
     caller: &Client,
-    token: &str,
+    found: Option<Found>,
+    state: TokenState,
     now: Timestamp,
-    revocations: &Revocations,
 ) -> Value {
     let inactive = json!({ "active": false });
     let t = now.as_second();
-    match find(served, issuer, token, now) {
+    match found {
         Some(Found::Access(c, format)) => {
             let live = c.exp.is_none_or(|e| e > t) && c.nbf <= t + 60;
-            let revoked = revocations.get(&c.jti, t) == Some(Mark::Revoked);
+            let revoked = state.revoked;
             // Resource servers see tokens for their audience; any other client only its own.
             let allowed = caller.client_id == c.client_id
                 || c.aud.as_slice().iter().any(|a| caller.serves(a));
@@ -109,12 +110,10 @@ pub fn inspect(
             v
         }
         Some(Found::Refresh(r)) => {
-            let chain_revoked =
-                revocations.get(&format!("chain:{}", r.chain), t) == Some(Mark::Revoked);
-            let used = revocations.get(&r.jti, t).is_some();
             if r.exp <= t
-                || chain_revoked
-                || used
+                || state.revoked
+                || state.chain_revoked
+                || state.spent
                 || caller.client_id != r.client_id
                 || !client_still_valid(served, &r.client_id, r.iat, now)
             {
@@ -157,14 +156,28 @@ async fn process(st: &AppState, req: Request) -> Result<Value, OAuthError> {
     let served = super::common::served(st)?;
     let req = request::read(req, st.config.body_limit, false, &st.config.trusted_proxies).await?;
     let now = (st.clock)();
-    let client = super::common::authenticate_client(st, &served, &req, now, false)?.client;
+    let client = super::common::authenticate_client(st, &served, &req, now, false)
+        .await?
+        .client;
     let token = req.params.require("token")?;
+    let found = find(&served, &st.config.issuer, token, now);
+    // Revocation is the state every replica shares: when it cannot be read, the answer is 503
+    // (retry), never an `active: true` that may be stale.
+    let state = match &found {
+        Some(Found::Access(c, _)) => st.store.token_state(&c.jti, None, now.as_second()).await?,
+        Some(Found::Refresh(r)) => {
+            st.store
+                .token_state(&r.jti, Some(&r.chain), now.as_second())
+                .await?
+        }
+        None => TokenState::default(),
+    };
     Ok(inspect(
         &served,
         &st.config.issuer,
         &client,
-        token,
+        found,
+        state,
         now,
-        &st.revocations,
     ))
 }

@@ -5,7 +5,6 @@
 
 use super::introspect::{Found, find};
 use crate::error::OAuthError;
-use crate::revocation::Mark;
 use crate::state::AppState;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -31,7 +30,9 @@ async fn process(st: &AppState, req: Request) -> Result<(), OAuthError> {
     let req =
         super::request::read(req, st.config.body_limit, false, &st.config.trusted_proxies).await?;
     let now = (st.clock)();
-    let client = super::common::authenticate_client(st, &served, &req, now, false)?.client;
+    let client = super::common::authenticate_client(st, &served, &req, now, false)
+        .await?
+        .client;
     let token = req.params.require("token")?;
     if let Some(hint) = req.params.get("token_type_hint")
         && !matches!(hint, "access_token" | "refresh_token")
@@ -42,8 +43,8 @@ async fn process(st: &AppState, req: Request) -> Result<(), OAuthError> {
         )));
     }
     let t = now.as_second();
-    // RFC 7009 §2.2.1: 503 when the revocation cannot be done now; the client retries.
-    let full = |e: crate::revocation::Full| OAuthError::Unavailable(e.to_string());
+    // RFC 7009 §2.2.1: 503 when the revocation cannot be recorded now (the shared state does
+    // not answer, or the in-process store is full); the client retries.
     match find(&served, &st.config.issuer, token, now) {
         Some(Found::Refresh(r)) => {
             if r.client_id != client.client_id {
@@ -51,17 +52,9 @@ async fn process(st: &AppState, req: Request) -> Result<(), OAuthError> {
                     "the token was issued to another client".into(),
                 ));
             }
-            st.revocations
-                .mark(
-                    &format!("chain:{}", r.chain),
-                    Mark::Revoked,
-                    r.exp.max(t) + 86_400,
-                    t,
-                )
-                .map_err(full)?;
-            st.revocations
-                .mark(&r.jti, Mark::Revoked, r.exp, t)
-                .map_err(full)?;
+            st.store
+                .revoke(&r.jti, r.exp, Some((&r.chain, r.exp.max(t) + 86_400)), t)
+                .await?;
             // In the cluster, every replica must refuse it: the Credential's notBefore moves
             // to now through the API. Its granularity is the client (no per-token objects in
             // etcd), so this signs the client out of all refresh tokens issued until now.
@@ -84,9 +77,9 @@ async fn process(st: &AppState, req: Request) -> Result<(), OAuthError> {
                 ));
             }
             // Immortal tokens are remembered for a year; revoke the Credential to end them all.
-            st.revocations
-                .mark(&c.jti, Mark::Revoked, c.exp.unwrap_or(t + 365 * 86_400), t)
-                .map_err(full)?;
+            st.store
+                .revoke(&c.jti, c.exp.unwrap_or(t + 365 * 86_400), None, t)
+                .await?;
         }
         None => {}
     }

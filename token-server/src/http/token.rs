@@ -7,6 +7,7 @@ use super::request;
 use crate::error::OAuthError;
 use crate::grant::{GrantCtx, client_credentials, password, refresh_token, response};
 use crate::state::AppState;
+use crate::store::Outcome;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use std::time::Instant;
@@ -117,7 +118,8 @@ async fn process(
         &req,
         now,
         grant != GrantType::ClientCredentials,
-    )?;
+    )
+    .await?;
     let client = auth.client;
     if req.via_query && !client.policy.allow_url_parameters {
         return Err(OAuthError::InvalidRequest(
@@ -137,7 +139,7 @@ async fn process(
         params: &req.params,
         issuer: &st.config.issuer,
         now,
-        revocations: &st.revocations,
+        store: &st.store,
         // RFC 8705 §3: a client that authenticated with its certificate gets tokens bound to it.
         cnf: auth
             .cnf
@@ -145,7 +147,7 @@ async fn process(
     };
     let issued = match grant {
         GrantType::ClientCredentials => client_credentials::grant(&cx)?,
-        GrantType::RefreshToken => refresh_token::grant(&cx)?,
+        GrantType::RefreshToken => refresh_token::grant(&cx).await?,
         GrantType::Password => {
             let (username, pw) = password::read_user(&req.params)?;
             // Users get the guessing budget clients get (RFC 6749 §4.3.2), per (client, user,
@@ -155,23 +157,22 @@ async fn process(
                 client_id: &client.client_id,
                 username: &username,
             };
-            let attempt = st
-                .lockout
-                .begin(principal, req.addr, Instant::now())
-                .map_err(|r| OAuthError::TooManyRequests {
+            let ticket = st.store.begin(principal, req.addr).await?.map_err(|r| {
+                OAuthError::TooManyRequests {
                     retry_after: r.retry_after,
-                })?;
+                }
+            })?;
             let ok = st
                 .passwords
                 .verify(client.policy.users.clone(), username.clone(), pw)
                 .await?;
             if !ok {
-                attempt.fail();
+                st.store.finish(ticket, Outcome::Failed).await;
                 return Err(OAuthError::InvalidGrant(
                     "the username or password is wrong".into(),
                 ));
             }
-            attempt.succeed(Instant::now());
+            st.store.finish(ticket, Outcome::Succeeded).await;
             password::grant(&cx, username)?
         }
     };

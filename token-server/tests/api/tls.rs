@@ -89,7 +89,7 @@ async fn start_with(
     let config = tls::initial(&files).expect("loads");
     let mut state: AppState = h.state.clone();
     // These tests fail many certificates from one address on purpose: no guessing delays.
-    state.lockout = Arc::new(tessera_token_server::lockout::Lockout::new(
+    state.store = Arc::new(tessera_token_server::store::Store::memory(
         tessera_token_server::lockout::LockoutConfig {
             free_failures: 10_000,
             ..Default::default()

@@ -63,9 +63,15 @@ impl Running {
 /// Starts the binary on the quickstart folder with `extra` flags; its stderr goes to `stderr`.
 /// Returns once `/readyz` answers 200.
 pub async fn start(extra: &[&str], stderr: Stdio) -> Running {
+    start_in(std::path::Path::new(QUICKSTART), extra, stderr).await
+}
+
+/// Starts the binary on the folder `dir`; otherwise as [`start`].
+pub async fn start_in(dir: &std::path::Path, extra: &[&str], stderr: Stdio) -> Running {
     let (api, admin) = (free_port(), free_port());
     let child = Command::new(BIN)
-        .args(["--source", "dir", "--dir", QUICKSTART])
+        .args(["--source", "dir", "--dir"])
+        .arg(dir)
         .arg(format!("--listen=127.0.0.1:{api}"))
         .arg(format!("--admin-listen=127.0.0.1:{admin}"))
         .args(extra)
