@@ -128,6 +128,8 @@ fn cluster(secrets_in_status: bool) -> ResourceSet {
             client_id: (!secrets_in_status).then(|| format!("client-{i}")),
             secret_ref,
             rotation: None,
+            rate_limit: None,
+            quota: None,
             policy_ref: LocalRef {
                 name: format!("policy-{}", i % 4),
             },

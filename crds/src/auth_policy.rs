@@ -81,6 +81,14 @@ pub struct AuthPolicySpec {
     /// `tls_client_auth`, instead of the token server's global `--tls-client-ca`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ca: Option<ClientCaRef>,
+    /// Token requests per second each client of this policy may make (a Credential's own
+    /// `rateLimit` overrides it). Past it: 429 with `Retry-After`. Default: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::common::RateLimit>,
+    /// Token requests per UTC day each client of this policy may make (a Credential's own
+    /// `quota` overrides it). Past it: 429 until midnight UTC. Default: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<crate::common::Quota>,
 }
 
 /// Where a CA bundle is: a key of a Secret or of a ConfigMap in the same namespace.

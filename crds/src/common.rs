@@ -62,3 +62,26 @@ pub trait HasConditions {
 
 /// The `Ready` condition type used on every resource.
 pub const READY: &str = "Ready";
+
+/// How fast a client may request tokens: a token bucket refilled at `requestsPerSecond`, holding
+/// up to `burst` requests. Shared by every token-server replica with `--state redis://`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained token requests per second.
+    #[schemars(with = "i32", range(min = 1, max = 100000))]
+    pub requests_per_second: u32,
+    /// Requests allowed at once on top of the sustained rate. Default: `requestsPerSecond`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<i32>", range(min = 1, max = 1000000))]
+    pub burst: Option<u32>,
+}
+
+/// How many token requests a client may make per UTC day.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Quota {
+    /// Token requests per UTC day.
+    #[schemars(range(min = 1, max = 1000000000))]
+    pub tokens_per_day: i64,
+}

@@ -72,6 +72,12 @@ pub struct CredentialSpec {
     /// A disabled Credential authenticates nothing. Default: false.
     #[serde(default)]
     pub disabled: bool,
+    /// This client's token requests per second, instead of its AuthPolicy's `rateLimit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::common::RateLimit>,
+    /// This client's token requests per UTC day, instead of its AuthPolicy's `quota`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<crate::common::Quota>,
     /// RFC 3339 time after which the Credential authenticates nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]

@@ -151,6 +151,34 @@ fn secret_ref(p: &mut Problems, field: &str, r: Option<&crate::common::SecretKey
     }
 }
 
+/// `spec.rateLimit` and `spec.quota` (the same ranges as the CRD schema).
+fn limits(
+    p: &mut Problems,
+    rate: Option<&crate::common::RateLimit>,
+    quota: Option<&crate::common::Quota>,
+) {
+    if let Some(r) = rate {
+        if !(1..=100_000).contains(&r.requests_per_second) {
+            p.push(
+                "spec.rateLimit.requestsPerSecond",
+                "must be between 1 and 100000; remove rateLimit for no limit",
+            );
+        }
+        if r.burst.is_some_and(|b| !(1..=1_000_000).contains(&b)) {
+            p.push(
+                "spec.rateLimit.burst",
+                "must be between 1 and 1000000; remove it to allow requestsPerSecond at once",
+            );
+        }
+    }
+    if quota.is_some_and(|q| !(1..=1_000_000_000).contains(&q.tokens_per_day)) {
+        p.push(
+            "spec.quota.tokensPerDay",
+            "must be between 1 and 1000000000; remove quota for no limit",
+        );
+    }
+}
+
 /// Validates an AuthPolicy.
 pub fn auth_policy(obj: &AuthPolicy) -> Vec<FieldProblem> {
     let mut p = Problems::default();
@@ -216,6 +244,7 @@ pub fn auth_policy(obj: &AuthPolicy) -> Vec<FieldProblem> {
             "must be between 1 and 100000; remove it for no limit",
         );
     }
+    limits(&mut p, s.rate_limit.as_ref(), s.quota.as_ref());
     if s.refresh.max_refreshes.is_some() && !s.refresh.rotate {
         p.push(
             "spec.refresh.maxRefreshes",
@@ -341,6 +370,7 @@ pub fn credential(obj: &Credential) -> Vec<FieldProblem> {
     let s = &obj.spec;
     client_id(&mut p, "spec.clientId", s.client_id.as_deref());
     secret_ref(&mut p, "spec.secretRef", s.secret_ref.as_ref());
+    limits(&mut p, s.rate_limit.as_ref(), s.quota.as_ref());
     if let Some(r) = &s.rotation {
         if s.secret_ref.is_some() {
             p.push(

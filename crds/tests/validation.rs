@@ -428,3 +428,42 @@ fn wrong_types_and_unknown_or_missing_fields_are_parse_errors_naming_the_field()
         assert!(err.contains(fragment), "{err}");
     }
 }
+
+#[test]
+fn rate_limits_and_quotas() {
+    expect(
+        &policy("{rateLimit: {requestsPerSecond: 50, burst: 100}, quota: {tokensPerDay: 100000}}"),
+        &[],
+    );
+    expect(
+        &policy("{rateLimit: {requestsPerSecond: 0}}"),
+        &[("spec.rateLimit.requestsPerSecond", "between 1 and 100000")],
+    );
+    expect(
+        &policy("{rateLimit: {requestsPerSecond: 10, burst: 0}}"),
+        &[("spec.rateLimit.burst", "between 1 and 1000000")],
+    );
+    expect(
+        &credential("{policyRef: {name: p}, clientId: c, quota: {tokensPerDay: 0}}"),
+        &[("spec.quota.tokensPerDay", "between 1 and 1000000000")],
+    );
+    expect(
+        &credential("{policyRef: {name: p}, clientId: c, quota: {tokensPerDay: -5}}"),
+        &[("spec.quota.tokensPerDay", "remove quota for no limit")],
+    );
+    // Unknown, negative-as-unsigned and missing fields are refused by the parser, naming them.
+    for (spec, field) in [
+        (
+            "{rateLimit: {requestsPerSecond: 5, perMinute: 9}}",
+            "perMinute",
+        ),
+        ("{rateLimit: {burst: 5}}", "requestsPerSecond"),
+        ("{rateLimit: {requestsPerSecond: -1}}", "rateLimit"),
+        ("{quota: {}}", "tokensPerDay"),
+    ] {
+        let err = tessera_crds::manifest::parse(&policy(spec), "case.yaml")
+            .err()
+            .unwrap_or_else(|| panic!("{spec} was accepted"));
+        assert!(err.to_string().contains(field), "{spec}: {err}");
+    }
+}

@@ -90,6 +90,9 @@ pub struct Authenticated {
     pub method: &'static str,
     /// `x5t#S256` of the certificate the client authenticated with, for certificate-bound tokens.
     pub cnf: Option<String>,
+    /// What is left of the client's token-request limits, when this was a token request of a
+    /// limited client (for the `RateLimit` header).
+    pub remaining: Option<crate::store::Remaining>,
 }
 
 fn method_of(p: Presented) -> Option<ClientAuthMethod> {
@@ -159,6 +162,7 @@ fn check(i: &AuthInput<'_>, outcome: &mut Outcome) -> Result<Authenticated, OAut
             client: client.clone(),
             method,
             cnf: Some(peer.thumbprint.clone()),
+            remaining: None,
         });
     }
     let Some(client) = client else {
@@ -207,5 +211,6 @@ fn check(i: &AuthInput<'_>, outcome: &mut Outcome) -> Result<Authenticated, OAut
         client: client.clone(),
         method: i.creds.method_label(),
         cnf: None,
+        remaining: None,
     })
 }

@@ -41,6 +41,16 @@ pub enum OAuthError {
         /// Seconds until the lock ends.
         retry_after: u64,
     },
+    /// The client is over its token-request limits (`rateLimit`, `quota`).
+    #[error("slow_down: over the {limit} limit")]
+    RateLimited {
+        /// Seconds until a request would be admitted.
+        retry_after: u64,
+        /// `rate` or `quota`.
+        limit: &'static str,
+        /// The `RateLimit-Policy` header value.
+        policy: String,
+    },
     /// The body is over the size limit.
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge {
@@ -84,7 +94,7 @@ impl OAuthError {
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::InvalidTarget(_) => "invalid_target",
-            OAuthError::TooManyRequests { .. } => "slow_down",
+            OAuthError::TooManyRequests { .. } | OAuthError::RateLimited { .. } => "slow_down",
             OAuthError::Unavailable(_) | OAuthError::Busy { .. } => "temporarily_unavailable",
             OAuthError::ServerError(_) => "server_error",
         }
@@ -94,7 +104,9 @@ impl OAuthError {
     pub fn status(&self) -> StatusCode {
         match self {
             OAuthError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
-            OAuthError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            OAuthError::TooManyRequests { .. } | OAuthError::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             OAuthError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             OAuthError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
             OAuthError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -120,6 +132,16 @@ impl OAuthError {
             OAuthError::PayloadTooLarge { limit } => {
                 format!("the request body is larger than {limit} bytes")
             }
+            OAuthError::RateLimited {
+                retry_after, limit, ..
+            } => match *limit {
+                "quota" => format!(
+                    "this client has used its token quota for today (its policy's or Credential's quota); it resets at midnight UTC, in {retry_after} s"
+                ),
+                _ => format!(
+                    "this client requests tokens faster than its rateLimit allows; retry in {retry_after} s, and reuse tokens until they expire"
+                ),
+            },
             OAuthError::Timeout { secs } => {
                 format!("the request was not completed within {secs} seconds")
             }
@@ -163,6 +185,20 @@ impl IntoResponse for OAuthError {
             }
             OAuthError::MethodNotAllowed(allowed) => {
                 h.insert(header::ALLOW, HeaderValue::from_static(allowed));
+            }
+            OAuthError::RateLimited {
+                retry_after,
+                limit,
+                policy,
+            } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                let name = if *limit == "quota" { "day" } else { "burst" };
+                if let Ok(v) = HeaderValue::from_str(policy) {
+                    h.insert("ratelimit-policy", v);
+                }
+                if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";r=0;t={retry_after}")) {
+                    h.insert("ratelimit", v);
+                }
             }
             _ => {}
         }

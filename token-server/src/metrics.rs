@@ -30,6 +30,13 @@ struct MethodLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    /// `namespace/name` of the AuthPolicy (never a client_id: cardinality).
+    policy: String,
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -43,6 +50,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Histograms,
     auth: Family<MethodLabels, Counter>,
+    limited: Family<LimitLabels, Counter>,
     generation: Gauge,
     loaded_at: Gauge,
     age: Gauge<f64, AtomicU64>,
@@ -110,6 +118,12 @@ impl Metrics {
             "Successful client authentications by method",
             auth.clone(),
         );
+        let limited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Token requests refused for a client's rateLimit or quota, by AuthPolicy",
+            limited.clone(),
+        );
         registry.register(
             "snapshot_generation",
             "Generation of the served snapshot",
@@ -145,6 +159,7 @@ impl Metrics {
             requests,
             latency,
             auth,
+            limited,
             generation,
             loaded_at,
             age,
@@ -190,6 +205,13 @@ impl Metrics {
     /// Records a successful client authentication.
     pub fn record_auth(&self, method: &'static str) {
         self.auth.get_or_create(&MethodLabels { method }).inc();
+    }
+
+    /// Counts a token request over its client's `limit` (`rate` or `quota`) under `policy`.
+    pub fn record_limited(&self, policy: String, limit: &'static str) {
+        self.limited
+            .get_or_create(&LimitLabels { policy, limit })
+            .inc();
     }
 
     /// Records a new snapshot.

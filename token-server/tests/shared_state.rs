@@ -47,6 +47,28 @@ kind: Credential
 metadata: {name: opaque-runner}
 spec: {clientId: opaque-runner, secretRef: {name: opaque-secret}, policyRef: {name: opaque}, acl: [reports]}
 ---
+apiVersion: tessera.dev/v1alpha1
+kind: AuthPolicy
+metadata: {name: limited}
+spec:
+  rateLimit: {requestsPerSecond: 1, burst: 3}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: Credential
+metadata: {name: limited-app}
+spec: {clientId: limited-app, secretRef: {name: runner-secret}, policyRef: {name: limited}, acl: [reports]}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: Credential
+metadata: {name: quota-app}
+spec:
+  clientId: quota-app
+  secretRef: {name: runner-secret}
+  policyRef: {name: limited}
+  acl: [reports]
+  rateLimit: {requestsPerSecond: 1000}
+  quota: {tokensPerDay: 2}
+---
 apiVersion: v1
 kind: Secret
 metadata: {name: runner-secret}
@@ -86,6 +108,7 @@ struct Answer {
     status: u16,
     body: Value,
     retry_after: Option<String>,
+    headers: reqwest::header::HeaderMap,
 }
 
 async fn post(r: &Running, path: &str, form: &[(&str, &str)]) -> Answer {
@@ -96,6 +119,7 @@ async fn post(r: &Running, path: &str, form: &[(&str, &str)]) -> Answer {
         .await
         .expect("request");
     let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
     let retry_after = resp
         .headers()
         .get("retry-after")
@@ -106,6 +130,7 @@ async fn post(r: &Running, path: &str, form: &[(&str, &str)]) -> Answer {
         status,
         body,
         retry_after,
+        headers,
     }
 }
 
@@ -536,4 +561,124 @@ async fn a_password_in_the_state_url_is_refused_without_echoing_it() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("redis://"));
+}
+
+fn header(a: &Answer, name: &str) -> String {
+    a.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A policy's rateLimit is one bucket for all replicas; a Credential's own quota overrides the
+/// policy; refusals are 429 with Retry-After and the RateLimit headers, counted per policy.
+#[tokio::test]
+async fn rate_limits_and_quotas_are_shared_across_replicas() {
+    let dir = folder("limits");
+    let redis = Redis::start().await;
+    let (a, b) = (
+        replica(&dir, &redis, &[]).await,
+        replica(&dir, &redis, &[]).await,
+    );
+    // A burst of 3 at 1/s, spent across both replicas.
+    let mut statuses = Vec::new();
+    for r in [&a, &b, &a, &b] {
+        let x = client_credentials(r, "limited-app", "runner-test-secret").await;
+        if x.status == 200 {
+            assert_eq!(header(&x, "ratelimit-policy"), "\"burst\";q=3;w=3");
+            assert!(
+                header(&x, "ratelimit").starts_with("\"burst\";r="),
+                "{:?}",
+                x.headers
+            );
+        } else {
+            assert_eq!(x.status, 429, "{}", x.body);
+            assert_eq!(x.body["error"], "slow_down");
+            assert_eq!(x.retry_after.as_deref(), Some("1"));
+            assert_eq!(header(&x, "ratelimit"), "\"burst\";r=0;t=1");
+        }
+        statuses.push(x.status);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429],
+        "one bucket for both replicas"
+    );
+    // One request per second refills.
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    assert_eq!(
+        client_credentials(&b, "limited-app", "runner-test-secret")
+            .await
+            .status,
+        200
+    );
+    // A wrong secret is a guess, not a token request: it spends no quota.
+    assert_eq!(
+        client_credentials(&a, "quota-app", "wrong").await.status,
+        401
+    );
+    for r in [&a, &b] {
+        let x = client_credentials(r, "quota-app", "runner-test-secret").await;
+        assert_eq!(x.status, 200, "{}", x.body);
+        assert!(
+            header(&x, "ratelimit").contains("\"day\";r="),
+            "{:?}",
+            x.headers
+        );
+    }
+    let over = client_credentials(&a, "quota-app", "runner-test-secret").await;
+    assert_eq!(over.status, 429, "{}", over.body);
+    assert!(
+        over.body["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("quota") && d.contains("midnight UTC")),
+        "{}",
+        over.body
+    );
+    let wait: u64 = over
+        .retry_after
+        .as_deref()
+        .unwrap_or("0")
+        .parse()
+        .expect("secs");
+    assert!((1..=86_400).contains(&wait), "{wait}");
+    let metrics = reqwest::get(a.admin_url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"tessera_rate_limited_total{policy="default/limited",limit="quota"} 1"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("quota-app"), "no client_id labels");
+    // An unlimited client carries no RateLimit headers.
+    let free = client_credentials(&a, "runner", "runner-test-secret").await;
+    assert_eq!(free.status, 200);
+    assert!(free.headers.get("ratelimit").is_none());
+}
+
+/// With `--state memory` the same limits hold within the replica.
+#[tokio::test]
+async fn rate_limits_hold_in_memory_state_too() {
+    let dir = folder("limits-memory");
+    let a = start_in(&dir, &["--api-threads=1"], Stdio::inherit()).await;
+    let statuses: Vec<u16> = futures::future::join_all((0..6).map(|_| async {
+        client_credentials(&a, "limited-app", "runner-test-secret")
+            .await
+            .status
+    }))
+    .await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        3,
+        "{statuses:?}"
+    );
 }

@@ -2,7 +2,8 @@
 
 use super::problem::{Kind, ObjectRef, Reason, Report};
 use super::snapshot::{
-    Client, ClientCa, ClientKind, Counts, Policy, RefreshPolicy, SecretVerifier, Snapshot, UserPool,
+    Client, ClientCa, ClientKind, Counts, Limits, Policy, RefreshPolicy, SecretVerifier, Snapshot,
+    UserPool,
 };
 use crate::auth_policy::{ClientAuthMethod, GrantType, Management};
 use crate::common::{PublishedVerifier, SecretKeyRef};
@@ -367,6 +368,7 @@ fn resolve_policies<'a>(
             users,
             token_management: s.token_management.clone(),
             client_ca: ca,
+            limits: Limits::from_spec(s.rate_limit.as_ref(), s.quota.as_ref()),
         };
         policies.insert(key(&p.metadata), Arc::new(policy));
     }
@@ -728,6 +730,9 @@ fn credential_client<'a>(
             mtls: s.mtls.clone().map(Box::new),
             expires_at,
             not_before,
+            limits: policy
+                .limits
+                .overridden_by(Limits::from_spec(s.rate_limit.as_ref(), s.quota.as_ref())),
         }),
     })
 }
@@ -817,6 +822,7 @@ fn proxy_key_client<'a>(
             mtls: None,
             expires_at: None,
             not_before: None,
+            limits: policy.limits,
         }),
     })
 }

@@ -114,6 +114,8 @@ pub struct Client {
     pub expires_at: Option<Timestamp>,
     /// Tokens issued at or before this time (whole seconds) are no longer accepted.
     pub not_before: Option<Timestamp>,
+    /// Token-request limits: its Credential's, else its policy's.
+    pub limits: Limits,
 }
 
 impl Client {
@@ -181,6 +183,48 @@ pub struct Policy {
     pub token_management: TokenManagement,
     /// Which CA client certificates must chain to for `tls_client_auth`.
     pub client_ca: ClientCa,
+    /// Token-request limits of its clients (a Credential may override them).
+    pub limits: Limits,
+}
+
+/// How many tokens a client may request: per second (a bucket) and per UTC day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Sustained requests per second and the burst on top, if limited.
+    pub rate: Option<(u32, u32)>,
+    /// Requests per UTC day, if limited.
+    pub per_day: Option<u64>,
+}
+
+impl Limits {
+    /// From a resource's `rateLimit` and `quota`.
+    pub fn from_spec(
+        rate: Option<&crate::common::RateLimit>,
+        quota: Option<&crate::common::Quota>,
+    ) -> Self {
+        Self {
+            rate: rate.map(|r| {
+                (
+                    r.requests_per_second,
+                    r.burst.unwrap_or(r.requests_per_second),
+                )
+            }),
+            per_day: quota.map(|q| q.tokens_per_day.max(1) as u64),
+        }
+    }
+
+    /// `self`, with each limit `over` sets replacing this one.
+    pub fn overridden_by(self, over: Limits) -> Self {
+        Self {
+            rate: over.rate.or(self.rate),
+            per_day: over.per_day.or(self.per_day),
+        }
+    }
+
+    /// No limit at all.
+    pub fn is_unlimited(&self) -> bool {
+        self.rate.is_none() && self.per_day.is_none()
+    }
 }
 
 /// The CA for `tls_client_auth` under a policy.

@@ -40,6 +40,7 @@ pub async fn authenticate_client(
     req: &request::OAuthRequest,
     now: jiff::Timestamp,
     dash_allowed: bool,
+    token_request: bool,
 ) -> Result<crate::auth::Authenticated, crate::error::OAuthError> {
     let creds = client_auth::read(&req.headers, &req.params, req.peer.is_some())?;
     let (verdict, outcome) = crate::auth::authenticate(crate::auth::AuthInput {
@@ -51,19 +52,53 @@ pub async fn authenticate_client(
         peer: req.peer.as_deref(),
         client_cas: &served.client_cas,
     });
+    // A token request of a client with limits spends one of them, in the same step.
+    let limited = verdict
+        .as_ref()
+        .ok()
+        .filter(|a| token_request && !a.client.limits.is_unlimited());
+    let limits = limited.map(|a| (a.client.client_id.as_str(), &a.client.limits));
     // Checked and counted in one step (see `crate::lockout`): a refused attempt is 429 whatever
     // the secret was, so it tells a guesser nothing.
-    st.store
+    let admitted = st
+        .store
         .client_attempt(
             crate::lockout::Principal::Client(&creds.client_id),
             req.addr,
             outcome,
+            limits,
         )
-        .await?
-        .map_err(|r| crate::error::OAuthError::TooManyRequests {
-            retry_after: r.retry_after,
-        })?;
-    let client = verdict?;
+        .await?;
+    let remaining = match admitted {
+        Ok(r) => r,
+        Err(crate::store::Refusal::Guessing(r)) => {
+            return Err(crate::error::OAuthError::TooManyRequests {
+                retry_after: r.retry_after,
+            });
+        }
+        Err(crate::store::Refusal::Limited(l)) => {
+            let client = limited.map(|a| &a.client);
+            let policy = client.map_or_else(String::new, |c| {
+                crate::store::limits::policy_header(&c.limits)
+            });
+            if let Some(c) = client {
+                st.metrics.record_limited(
+                    format!("{}/{}", c.policy.owner.namespace, c.policy.owner.name),
+                    l.over.label(),
+                );
+            }
+            return Err(crate::error::OAuthError::RateLimited {
+                retry_after: l.retry_after,
+                limit: l.over.label(),
+                policy,
+            });
+        }
+    };
+    let charged = limited.is_some();
+    let mut client = verdict?;
+    if charged {
+        client.remaining = Some(remaining);
+    }
     st.metrics.record_auth(client.method);
     tracing::debug!(client_id = %client.client.client_id, method = client.method, "client authenticated");
     Ok(client)

@@ -30,7 +30,7 @@ async fn process(st: &AppState, req: Request) -> Result<(), OAuthError> {
     let req =
         super::request::read(req, st.config.body_limit, false, &st.config.trusted_proxies).await?;
     let now = (st.clock)();
-    let client = super::common::authenticate_client(st, &served, &req, now, false)
+    let client = super::common::authenticate_client(st, &served, &req, now, false, false)
         .await?
         .client;
     let token = req.params.require("token")?;

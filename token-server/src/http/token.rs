@@ -12,7 +12,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use std::time::Instant;
 use tessera_crds::auth_policy::{GrantType, TokenType};
-use tessera_crds::model::{Client, ClientKind};
+use tessera_crds::model::{Client, ClientKind, Limits};
 
 /// Which token endpoint was called.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,15 +80,32 @@ impl Endpoint {
 pub async fn handle(State(st): State<AppState>, endpoint: Endpoint, req: Request) -> Response {
     let started = Instant::now();
     let mut grant_label = "none";
-    let result =
-        super::common::with_timeout(&st, process(&st, endpoint, req, &mut grant_label)).await;
-    super::common::finish(
+    let mut limits = None;
+    let result = super::common::with_timeout(
+        &st,
+        process(&st, endpoint, req, &mut grant_label, &mut limits),
+    )
+    .await;
+    let mut resp = super::common::finish(
         &st,
         endpoint.label(),
         grant_label,
         started,
         result.map(|body| axum::Json(body).into_response()),
-    )
+    );
+    // A limited client learns what is left (draft-ietf-httpapi-ratelimit-headers).
+    if let Some((l, r)) = limits {
+        let h = resp.headers_mut();
+        for (name, v) in [
+            ("ratelimit-policy", crate::store::limits::policy_header(&l)),
+            ("ratelimit", crate::store::limits::remaining_header(&l, &r)),
+        ] {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
+                h.insert(name, v);
+            }
+        }
+    }
+    resp
 }
 
 async fn process(
@@ -96,6 +113,7 @@ async fn process(
     endpoint: Endpoint,
     req: Request,
     grant_label: &mut &'static str,
+    limits: &mut Option<(Limits, crate::store::Remaining)>,
 ) -> Result<serde_json::Value, OAuthError> {
     let served = super::common::served(st)?;
     let req = request::read(req, st.config.body_limit, true, &st.config.trusted_proxies).await?;
@@ -118,9 +136,11 @@ async fn process(
         &req,
         now,
         grant != GrantType::ClientCredentials,
+        true,
     )
     .await?;
     let client = auth.client;
+    *limits = auth.remaining.map(|r| (client.limits, r));
     if req.via_query && !client.policy.allow_url_parameters {
         return Err(OAuthError::InvalidRequest(
             "this client's policy does not allow URL parameters; POST a form body (credentials in URLs end up in logs)".into(),

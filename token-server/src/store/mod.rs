@@ -13,6 +13,7 @@
 //! username with its source), never token or secret material, and every key expires with what it
 //! guards. One request costs one round trip: each step is a single script or command.
 
+pub mod limits;
 mod redis;
 
 use crate::lockout::{Lockout, LockoutConfig, Principal};
@@ -24,8 +25,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+pub use self::limits::{Limited, Over, Remaining};
 pub use self::redis::RedisConfig;
 pub use crate::lockout::Refused;
+use tessera_crds::model::Limits;
+
+/// Why an authentication is refused before it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The guessing budgets: this (client, source) or the client must wait.
+    Guessing(Refused),
+    /// The client is over its token-request limits.
+    Limited(Limited),
+}
 
 /// The shared state could not be reached in time, or answered with an error.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -151,6 +163,9 @@ pub struct StoreHealth {
 #[derive(Debug)]
 pub struct Store {
     lockout: Lockout,
+    /// The in-process limit state, by client_id (authenticated clients only, so it holds at
+    /// most the clients the snapshot has; entries of clients gone are dropped when it grows).
+    limits: std::sync::Mutex<std::collections::HashMap<String, limits::State>>,
     revocations: Revocations,
     shared: Option<redis::Shared>,
     fallback: Fallback,
@@ -178,6 +193,7 @@ impl Store {
         metrics.up.set(1);
         Self {
             lockout: Lockout::new(cfg),
+            limits: Default::default(),
             revocations: Revocations::default(),
             shared: None,
             fallback: Fallback::Local,
@@ -196,6 +212,7 @@ impl Store {
         let shared = redis::Shared::new(redis, cfg, metrics.clone())?;
         Ok(Self {
             lockout: Lockout::new(cfg),
+            limits: Default::default(),
             revocations: Revocations::default(),
             shared: Some(shared),
             fallback,
@@ -249,28 +266,44 @@ impl Store {
 
     /// Counts one client authentication whose result is already known, or refuses it: checked
     /// and recorded in one step, so concurrent attempts cannot all pass before any is counted.
-    /// A refusal is answered 429 whatever the secret was, so it tells a guesser nothing.
+    /// A refusal is answered 429 whatever the secret was, so it tells a guesser nothing. With
+    /// `limits` (a token request of that client_id), a success also spends one request of the
+    /// client's rate and quota in the same step.
     pub async fn client_attempt(
         &self,
         principal: Principal<'_>,
         source: Option<IpAddr>,
         outcome: Outcome,
-    ) -> Result<Result<(), Refused>, StoreError> {
+        limits: Option<(&str, &Limits)>,
+    ) -> Result<Result<Remaining, Refusal>, StoreError> {
         if let Some(s) = &self.shared {
-            match s.attempt(principal, source, outcome).await {
-                Ok(r) => return Ok(r.map(|_| ())),
+            match s.attempt(principal, source, outcome, limits).await {
+                Ok(r) => return Ok(r),
                 Err(_) => self.fell_back("attempt")?,
             }
         }
         let now = Instant::now();
-        Ok(self
-            .lockout
-            .begin(principal, source, now)
-            .map(|a| match outcome {
-                Outcome::Succeeded => a.succeed(now),
-                Outcome::Void => a.void(now),
-                Outcome::Failed => a.fail(),
-            }))
+        let attempt = match self.lockout.begin(principal, source, now) {
+            Ok(a) => a,
+            Err(r) => return Ok(Err(Refusal::Guessing(r))),
+        };
+        match outcome {
+            Outcome::Succeeded => attempt.succeed(now),
+            Outcome::Void => attempt.void(now),
+            Outcome::Failed => attempt.fail(),
+        }
+        let Some((id, l)) = limits.filter(|_| outcome == Outcome::Succeeded) else {
+            return Ok(Ok(Remaining::default()));
+        };
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let mut table = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        if table.len() >= MAX_LIMITED_CLIENTS && !table.contains_key(id) {
+            // Only clients that authenticated get here; past this many, drop the idle ones.
+            let day = now_ms.div_euclid(86_400_000);
+            table.retain(|_, st| st.tat_ms > now_ms as f64 || st.day == day);
+        }
+        let st = table.entry(id.to_owned()).or_default();
+        Ok(limits::admit(st, l, now_ms).map_err(Refusal::Limited))
     }
 
     /// Counts a password attempt before its (slow, memory-hungry) check runs.
@@ -399,6 +432,9 @@ impl Store {
         })
     }
 }
+
+/// In-process limit entries before idle ones are dropped.
+const MAX_LIMITED_CLIENTS: usize = 200_000;
 
 fn chain_key(chain: &str) -> String {
     format!("chain:{chain}")

@@ -1,7 +1,8 @@
 //! The shared state in Redis: one script or command per step, bounded by a timeout, and a short
 //! pause after a failure so a dead Redis costs each request nothing more than a refusal.
 
-use super::{Outcome, Spend, StoreError, StoreMetrics, TokenState};
+use super::limits::{Limited, Over, Remaining};
+use super::{Outcome, Refusal, Spend, StoreError, StoreMetrics, TokenState};
 use crate::lockout::{LockoutConfig, Principal, Refused};
 use anyhow::Context as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -10,6 +11,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tessera_crds::model::Limits;
 
 /// How to reach Redis.
 #[derive(Clone)]
@@ -253,14 +255,27 @@ impl Shared {
         &self,
         keys: &Keys,
         outcome: &str,
-    ) -> Result<Result<bool, Refused>, StoreError> {
+        limits: Option<(&str, &Limits)>,
+    ) -> Result<Result<(bool, Remaining), Refusal>, StoreError> {
         let c = self.cfg;
         let forget = c.max_delay.max(c.window) * 2;
+        let pre = &self.prefix;
+        let (rate_key, quota_key) = match limits {
+            Some((id, _)) => {
+                let d = digest(&[b"client", id.as_bytes()]);
+                (format!("{pre}rl:{d}"), format!("{pre}rq:{d}"))
+            }
+            None => (format!("{pre}rl:none"), format!("{pre}rq:none")),
+        };
+        let l = limits.map(|(_, l)| *l).unwrap_or_default();
+        let (rps, burst) = l.rate.unwrap_or((0, 0));
         let mut inv = self.attempt.prepare_invoke();
         inv.key(&keys.pair)
             .key(&keys.principal)
             .key(&keys.source)
             .key(&keys.good)
+            .key(&rate_key)
+            .key(&quota_key)
             .arg(outcome)
             .arg(c.free_failures)
             .arg(Self::ms(c.base_delay))
@@ -270,13 +285,28 @@ impl Shared {
             .arg(Self::ms(c.window))
             .arg(Self::ms(c.known_good_ttl))
             .arg(Self::ms(forget))
-            .arg(u8::from(keys.has_source));
+            .arg(u8::from(keys.has_source))
+            .arg(rps)
+            .arg(burst)
+            .arg(l.per_day.unwrap_or(0));
         let r: Vec<i64> = self.run(async |conn| inv.invoke_async(conn).await).await?;
+        let left = |v: i64| u64::try_from(v).ok();
         Ok(match r.as_slice() {
-            [0, charged] => Ok(*charged == 1),
-            [wait] if *wait > 0 => Err(Refused {
+            [0, charged, rate, quota, reset] => Ok((
+                *charged == 1,
+                Remaining {
+                    rate: left(*rate),
+                    quota: left(*quota),
+                    quota_reset: left(*reset).unwrap_or(0),
+                },
+            )),
+            [wait] if *wait > 0 => Err(Refusal::Guessing(Refused {
                 retry_after: *wait as u64,
-            }),
+            })),
+            [-1, wait, which] => Err(Refusal::Limited(Limited {
+                retry_after: (*wait).max(1) as u64,
+                over: if *which == 2 { Over::Quota } else { Over::Rate },
+            })),
             _ => {
                 // A reply the script cannot give: treat as Redis not answering sensibly.
                 tracing::warn!(reply = ?r, "unexpected reply from the attempt script");
@@ -290,14 +320,15 @@ impl Shared {
         principal: Principal<'_>,
         source: Option<IpAddr>,
         outcome: Outcome,
-    ) -> Result<Result<bool, Refused>, StoreError> {
+        limits: Option<(&str, &Limits)>,
+    ) -> Result<Result<Remaining, Refusal>, StoreError> {
         let keys = self.keys(principal, source);
         let o = match outcome {
             Outcome::Succeeded => "ok",
             Outcome::Void => "void",
             Outcome::Failed => "fail",
         };
-        self.attempt_script(&keys, o).await
+        Ok(self.attempt_script(&keys, o, limits).await?.map(|(_, r)| r))
     }
 
     pub(super) async fn begin(
@@ -306,10 +337,14 @@ impl Shared {
         source: Option<IpAddr>,
     ) -> Result<Result<Charged, Refused>, StoreError> {
         let keys = self.keys(principal, source);
-        Ok(self
-            .attempt_script(&keys, "begin")
-            .await?
-            .map(|charged| Charged { keys, charged }))
+        Ok(match self.attempt_script(&keys, "begin", None).await? {
+            Ok((charged, _)) => Ok(Charged { keys, charged }),
+            Err(Refusal::Guessing(r)) => Err(r),
+            // No limits are passed with `begin`.
+            Err(Refusal::Limited(l)) => Err(Refused {
+                retry_after: l.retry_after,
+            }),
+        })
     }
 
     pub(super) async fn finish(&self, c: Charged, success: bool) -> Result<(), StoreError> {
