@@ -161,6 +161,20 @@ async fn refresh(r: &Running, token: &str) -> Answer {
     .await
 }
 
+/// RFC 7009 revocation or RFC 7662 introspection (`path`) of `token` by the client `id`.
+async fn about(r: &Running, path: &str, id: &str, secret: &str, token: &str) -> Answer {
+    post(
+        r,
+        path,
+        &[
+            ("client_id", id),
+            ("client_secret", secret),
+            ("token", token),
+        ],
+    )
+    .await
+}
+
 fn field(a: &Answer, k: &str) -> String {
     a.body[k]
         .as_str()
@@ -253,26 +267,22 @@ async fn a_revocation_at_one_replica_is_seen_by_introspection_and_refresh_at_the
     assert_eq!(issued.status, 200, "{}", issued.body);
     let access = field(&issued, "access_token");
     let introspect = async |r: &Running, token: &str| {
-        post(
+        about(
             r,
             "/oauth2/introspect",
-            &[
-                ("client_id", "opaque-runner"),
-                ("client_secret", "opaque-test-secret"),
-                ("token", token),
-            ],
+            "opaque-runner",
+            "opaque-test-secret",
+            token,
         )
         .await
     };
     assert_eq!(introspect(&b, &access).await.body["active"], true);
-    let revoked = post(
+    let revoked = about(
         &a,
         "/oauth2/revoke",
-        &[
-            ("client_id", "opaque-runner"),
-            ("client_secret", "opaque-test-secret"),
-            ("token", &access),
-        ],
+        "opaque-runner",
+        "opaque-test-secret",
+        &access,
     )
     .await;
     assert_eq!(revoked.status, 200);
@@ -284,16 +294,7 @@ async fn a_revocation_at_one_replica_is_seen_by_introspection_and_refresh_at_the
         &client_credentials(&a, "runner", "runner-test-secret").await,
         "refresh_token",
     );
-    let r = post(
-        &b,
-        "/oauth2/revoke",
-        &[
-            ("client_id", "runner"),
-            ("client_secret", "runner-test-secret"),
-            ("token", &rt),
-        ],
-    )
-    .await;
+    let r = about(&b, "/oauth2/revoke", "runner", "runner-test-secret", &rt).await;
     assert_eq!(r.status, 200);
     let refused = refresh(&a, &rt).await;
     assert_eq!(refused.status, 400, "{}", refused.body);
@@ -395,27 +396,9 @@ async fn redis_killed_under_load_then_restarted() {
         let x = refresh(r, &rt).await;
         assert_eq!(x.status, 503, "refresh fails closed: {}", x.body);
         assert_eq!(x.body["error"], "temporarily_unavailable");
-        let i = post(
-            r,
-            "/oauth2/introspect",
-            &[
-                ("client_id", "runner"),
-                ("client_secret", "runner-test-secret"),
-                ("token", &rt),
-            ],
-        )
-        .await;
+        let i = about(r, "/oauth2/introspect", "runner", "runner-test-secret", &rt).await;
         assert_eq!(i.status, 503, "introspection fails closed: {}", i.body);
-        let v = post(
-            r,
-            "/oauth2/revoke",
-            &[
-                ("client_id", "runner"),
-                ("client_secret", "runner-test-secret"),
-                ("token", &rt),
-            ],
-        )
-        .await;
+        let v = about(r, "/oauth2/revoke", "runner", "runner-test-secret", &rt).await;
         assert_eq!(v.status, 503, "revocation fails closed: {}", v.body);
         let ready: Value = reqwest::get(r.admin_url("/readyz"))
             .await
@@ -483,14 +466,12 @@ async fn a_restarted_replica_still_refuses_what_was_spent_and_revoked() {
         &client_credentials(&a, "opaque-runner", "opaque-test-secret").await,
         "access_token",
     );
-    let revoked = post(
+    let revoked = about(
         &a,
         "/oauth2/revoke",
-        &[
-            ("client_id", "opaque-runner"),
-            ("client_secret", "opaque-test-secret"),
-            ("token", &access),
-        ],
+        "opaque-runner",
+        "opaque-test-secret",
+        &access,
     )
     .await;
     assert_eq!(revoked.status, 200);
@@ -501,14 +482,12 @@ async fn a_restarted_replica_still_refuses_what_was_spent_and_revoked() {
         400,
         "spent before the restart"
     );
-    let i = post(
+    let i = about(
         &a,
         "/oauth2/introspect",
-        &[
-            ("client_id", "opaque-runner"),
-            ("client_secret", "opaque-test-secret"),
-            ("token", &access),
-        ],
+        "opaque-runner",
+        "opaque-test-secret",
+        &access,
     )
     .await;
     assert_eq!(i.body["active"], false, "revoked before the restart");
