@@ -130,6 +130,7 @@ fn cluster(secrets_in_status: bool) -> ResourceSet {
             rotation: None,
             rate_limit: None,
             quota: None,
+            jwks: None,
             policy_ref: LocalRef {
                 name: format!("policy-{}", i % 4),
             },

@@ -65,10 +65,10 @@ pub struct AuthPolicySpec {
     #[serde(default)]
     pub signing_algorithm: SigningAlgorithm,
     /// Client authentication methods accepted (RFC 8414 names): `client_secret_basic`,
-    /// `client_secret_post`, `tls_client_auth`, `self_signed_tls_client_auth`.
+    /// `client_secret_post`, `tls_client_auth`, `self_signed_tls_client_auth`, `private_key_jwt`.
     /// Default: `[client_secret_basic, client_secret_post]`.
     #[serde(default = "default_auth_methods")]
-    #[schemars(length(min = 1, max = 4), extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(length(min = 1, max = 5), extend("x-kubernetes-list-type" = "set"))]
     pub client_auth_methods: Vec<ClientAuthMethod>,
     /// Secret whose keys are usernames and values argon2id hashes (PHC strings, as written by
     /// `argon2` or `tessera hash-password`), checked by the password grant.
@@ -236,6 +236,9 @@ pub enum ClientAuthMethod {
     TlsClientAuth,
     /// A self-signed client certificate bound by thumbprint (RFC 8705 §2.2).
     SelfSignedTlsClientAuth,
+    /// A JWT the client signs with a private key whose public half is in the Credential's
+    /// `jwks` (RFC 7523 §2.2, OpenID Connect Core §9).
+    PrivateKeyJwt,
 }
 
 impl ClientAuthMethod {
@@ -246,6 +249,7 @@ impl ClientAuthMethod {
             ClientAuthMethod::ClientSecretPost => "client_secret_post",
             ClientAuthMethod::TlsClientAuth => "tls_client_auth",
             ClientAuthMethod::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
+            ClientAuthMethod::PrivateKeyJwt => "private_key_jwt",
         }
     }
 }

@@ -72,6 +72,10 @@ pub struct CredentialSpec {
     /// A disabled Credential authenticates nothing. Default: false.
     #[serde(default)]
     pub disabled: bool,
+    /// Public keys the client signs its `private_key_jwt` assertions with (a JWKS, RFC 7517).
+    /// Only public members: a private key here is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<Jwks>,
     /// This client's token requests per second, instead of its AuthPolicy's `rateLimit`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<crate::common::RateLimit>,
@@ -199,4 +203,62 @@ pub struct CredentialStatus {
     /// of a refresh token; an admin may too. The operator never writes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<String>,
+}
+
+/// A JSON Web Key Set of public keys.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Jwks {
+    /// The keys; a client rotates by adding the new key, then removing the old one.
+    #[schemars(length(min = 1, max = 16))]
+    pub keys: Vec<Jwk>,
+}
+
+/// One public JWK: RSA (`n`, `e`), EC P-256 (`crv`, `x`, `y`) or OKP Ed25519 (`crv`, `x`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Jwk {
+    /// `RSA`, `EC` or `OKP`.
+    #[schemars(regex(pattern = r"^(RSA|EC|OKP)$"))]
+    pub kty: String,
+    /// Key id; assertions name it in their header. Needed when there are several keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub kid: Option<String>,
+    /// The one algorithm the key signs with: `RS256`, `PS256`, `ES256` or `EdDSA`. Default: by
+    /// key type (RS256, ES256, EdDSA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(RS256|PS256|ES256|EdDSA)$"))]
+    pub alg: Option<String>,
+    /// `sig` when present.
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^sig$"))]
+    pub use_: Option<String>,
+    /// Key operations; ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_ops: Option<Vec<String>>,
+    /// RSA modulus (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1400))]
+    pub n: Option<String>,
+    /// RSA public exponent (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub e: Option<String>,
+    /// Curve: `P-256` (EC) or `Ed25519` (OKP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(P-256|Ed25519)$"))]
+    pub crv: Option<String>,
+    /// EC x coordinate, or the Ed25519 public key (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub x: Option<String>,
+    /// EC y coordinate (base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub y: Option<String>,
+    /// A private member: present only to be refused with a clear message (never stored).
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub d: Option<String>,
 }

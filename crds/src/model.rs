@@ -27,6 +27,6 @@ mod snapshot;
 pub use problem::{Kind, ObjectRef, Problem, Reason, Report};
 pub use resolve::{ResourceSet, credential_secret_name, proxy_key_secret_name, resolve};
 pub use snapshot::{
-    Client, ClientCa, ClientKind, Counts, Limits, Policy, RefreshPolicy, SecretVerifier, Snapshot,
-    UserPool,
+    AssertionKey, Client, ClientCa, ClientKind, Counts, Limits, Policy, RefreshPolicy,
+    SecretVerifier, Snapshot, UserPool,
 };

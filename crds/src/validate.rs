@@ -151,6 +151,97 @@ fn secret_ref(p: &mut Problems, field: &str, r: Option<&crate::common::SecretKey
     }
 }
 
+/// The algorithm a public JWK signs with (its `alg`, else its type's default), or why it cannot
+/// be used: the token server accepts exactly these.
+pub fn jwk_algorithm(k: &crate::credential::Jwk) -> Result<&'static str, String> {
+    use base64::Engine as _;
+    let b64 = |v: &Option<String>, name: &str| -> Result<Vec<u8>, String> {
+        let v = v
+            .as_deref()
+            .ok_or_else(|| format!("`{name}` is missing for kty {}", k.kty))?;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(v)
+            .map_err(|_| format!("`{name}` is not unpadded base64url"))
+    };
+    if k.d.is_some() {
+        return Err("`d` is a private key member: put only the public key in the Credential and keep the private key with the client".into());
+    }
+    let (default, allowed): (&str, &[&str]) = match k.kty.as_str() {
+        "RSA" => {
+            if b64(&k.n, "n")?.len() < 256 {
+                return Err("the RSA modulus is shorter than 2048 bits".into());
+            }
+            b64(&k.e, "e")?;
+            ("RS256", &["RS256", "PS256"])
+        }
+        "EC" => {
+            if k.crv.as_deref() != Some("P-256") {
+                return Err("EC keys must be on crv P-256 (ES256)".into());
+            }
+            if b64(&k.x, "x")?.len() != 32 || b64(&k.y, "y")?.len() != 32 {
+                return Err("`x` and `y` of a P-256 key are 32 bytes each".into());
+            }
+            ("ES256", &["ES256"])
+        }
+        "OKP" => {
+            if k.crv.as_deref() != Some("Ed25519") {
+                return Err("OKP keys must be crv Ed25519 (EdDSA)".into());
+            }
+            if b64(&k.x, "x")?.len() != 32 {
+                return Err("`x` of an Ed25519 key is 32 bytes".into());
+            }
+            ("EdDSA", &["EdDSA"])
+        }
+        other => {
+            return Err(format!(
+                "kty `{}` is not RSA, EC or OKP",
+                other.chars().take(16).collect::<String>()
+            ));
+        }
+    };
+    match k.alg.as_deref() {
+        None => Ok(allowed
+            .iter()
+            .copied()
+            .find(|a| *a == default)
+            .unwrap_or("RS256")),
+        Some(a) => allowed.iter().copied().find(|x| *x == a).ok_or_else(|| {
+            format!(
+                "alg `{}` does not go with kty {}; use one of {}",
+                a.chars().take(16).collect::<String>(),
+                k.kty,
+                allowed.join(", ")
+            )
+        }),
+    }
+}
+
+fn jwks(p: &mut Problems, j: &crate::credential::Jwks) {
+    if j.keys.is_empty() || j.keys.len() > 16 {
+        p.push("spec.jwks.keys", "list 1 to 16 public keys");
+    }
+    let mut kids = BTreeSet::new();
+    for (i, k) in j.keys.iter().enumerate() {
+        if let Err(why) = jwk_algorithm(k) {
+            p.push(format!("spec.jwks.keys[{i}]"), why);
+        }
+        match &k.kid {
+            Some(kid) if !kids.insert(kid.as_str()) => p.push(
+                format!("spec.jwks.keys[{i}].kid"),
+                "used by another key; give each key its own kid",
+            ),
+            None if j.keys.len() > 1 => p.push(
+                format!("spec.jwks.keys[{i}].kid"),
+                "with several keys each needs a kid, which assertions name in their header",
+            ),
+            _ => {}
+        }
+        if k.use_.as_deref().is_some_and(|u| u != "sig") {
+            p.push(format!("spec.jwks.keys[{i}].use"), "must be `sig`");
+        }
+    }
+}
+
 /// `spec.rateLimit` and `spec.quota` (the same ranges as the CRD schema).
 fn limits(
     p: &mut Problems,
@@ -371,6 +462,9 @@ pub fn credential(obj: &Credential) -> Vec<FieldProblem> {
     client_id(&mut p, "spec.clientId", s.client_id.as_deref());
     secret_ref(&mut p, "spec.secretRef", s.secret_ref.as_ref());
     limits(&mut p, s.rate_limit.as_ref(), s.quota.as_ref());
+    if let Some(j) = &s.jwks {
+        jwks(&mut p, j);
+    }
     if let Some(r) = &s.rotation {
         if s.secret_ref.is_some() {
             p.push(

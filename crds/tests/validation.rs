@@ -467,3 +467,70 @@ fn rate_limits_and_quotas() {
         assert!(err.to_string().contains(field), "{spec}: {err}");
     }
 }
+
+#[test]
+fn jwks_hold_usable_public_keys_only() {
+    let x = "A".repeat(43);
+    let ok = format!(
+        "{{policyRef: {{name: p}}, clientId: c, jwks: {{keys: [{{kty: OKP, crv: Ed25519, x: {x}}}]}}}}"
+    );
+    expect(&credential(&ok), &[]);
+    let cases = [
+        (
+            format!("{{kty: OKP, crv: Ed25519, x: {x}, d: {x}}}"),
+            "spec.jwks.keys[0]",
+            "private key",
+        ),
+        (
+            format!("{{kty: EC, crv: P-384, x: {x}, y: {x}}}"),
+            "spec.jwks.keys[0]",
+            "P-256",
+        ),
+        (
+            format!("{{kty: OKP, crv: Ed25519, x: {x}, alg: RS256}}"),
+            "spec.jwks.keys[0]",
+            "does not go with",
+        ),
+        (
+            "{kty: OKP, crv: Ed25519, x: 'not base64!'}".to_owned(),
+            "spec.jwks.keys[0]",
+            "base64url",
+        ),
+        (
+            "{kty: RSA, n: AQAB, e: AQAB}".to_owned(),
+            "spec.jwks.keys[0]",
+            "2048 bits",
+        ),
+        (
+            format!("{{kty: oct, x: {x}}}"),
+            "spec.jwks.keys[0]",
+            "not RSA, EC or OKP",
+        ),
+        (
+            format!("{{kty: OKP, crv: Ed25519, x: {x}, use: enc}}"),
+            "spec.jwks.keys[0].use",
+            "sig",
+        ),
+    ];
+    for (key, field, says) in cases {
+        let spec = format!("{{policyRef: {{name: p}}, clientId: c, jwks: {{keys: [{key}]}}}}");
+        expect(&credential(&spec), &[(field, says)]);
+    }
+    let two = format!(
+        "{{policyRef: {{name: p}}, clientId: c, jwks: {{keys: [{{kty: OKP, crv: Ed25519, x: {x}}}, {{kty: OKP, crv: Ed25519, x: {x}}}]}}}}"
+    );
+    expect(
+        &credential(&two),
+        &[
+            ("spec.jwks.keys[0].kid", "needs a kid"),
+            ("spec.jwks.keys[1].kid", "needs a kid"),
+        ],
+    );
+    let dup = format!(
+        "{{policyRef: {{name: p}}, clientId: c, jwks: {{keys: [{{kty: OKP, crv: Ed25519, kid: a, x: {x}}}, {{kty: OKP, crv: Ed25519, kid: a, x: {x}}}]}}}}"
+    );
+    expect(
+        &credential(&dup),
+        &[("spec.jwks.keys[1].kid", "another key")],
+    );
+}

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod assertion;
 pub mod auth;
 pub mod error;
 pub mod form;

@@ -13,6 +13,7 @@ pub fn document(issuer: &str, algorithms: &[SigningAlgorithm]) -> Value {
         "client_secret_post",
         "tls_client_auth",
         "self_signed_tls_client_auth",
+        "private_key_jwt",
     ];
     json!({
         "issuer": issuer,
@@ -22,6 +23,9 @@ pub fn document(issuer: &str, algorithms: &[SigningAlgorithm]) -> Value {
         "revocation_endpoint": format!("{base}/oauth2/revoke"),
         "grant_types_supported": ["client_credentials", "password", "refresh_token"],
         "token_endpoint_auth_methods_supported": auth,
+        "token_endpoint_auth_signing_alg_values_supported": crate::assertion::ALGORITHMS,
+        "introspection_endpoint_auth_signing_alg_values_supported": crate::assertion::ALGORITHMS,
+        "revocation_endpoint_auth_signing_alg_values_supported": crate::assertion::ALGORITHMS,
         "introspection_endpoint_auth_methods_supported": auth,
         "revocation_endpoint_auth_methods_supported": auth,
         "response_types_supported": ["token"],

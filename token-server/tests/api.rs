@@ -4,6 +4,8 @@
 #[path = "api/harness.rs"]
 mod harness;
 
+#[path = "api/assertions.rs"]
+mod assertions;
 #[path = "api/errors.rs"]
 mod errors;
 #[path = "api/grants.rs"]

@@ -2,8 +2,8 @@
 
 use super::problem::{Kind, ObjectRef, Reason, Report};
 use super::snapshot::{
-    Client, ClientCa, ClientKind, Counts, Limits, Policy, RefreshPolicy, SecretVerifier, Snapshot,
-    UserPool,
+    AssertionKey, Client, ClientCa, ClientKind, Counts, Limits, Policy, RefreshPolicy,
+    SecretVerifier, Snapshot, UserPool,
 };
 use crate::auth_policy::{ClientAuthMethod, GrantType, Management};
 use crate::common::{PublishedVerifier, SecretKeyRef};
@@ -697,14 +697,22 @@ fn credential_client<'a>(
         generated_name: credential_secret_name(name),
         field: "spec.secretRef",
     };
+    // A client with public keys under a policy that accepts private_key_jwt needs no secret.
+    let keyed = s.jwks.is_some() && policy.allows_auth(ClientAuthMethod::PrivateKeyJwt);
     let verifiers = if policy.uses_secrets() {
         match cx.verifiers(&r, src) {
             Some(v) => v,
             // A certificate-bound client of a policy that also accepts certificates can still
             // authenticate; the missing secret stays reported.
             None if s.mtls.is_some() && accepts_certificates(policy) => Vec::new(),
+            None if keyed => Vec::new(),
             None => return None,
         }
+    } else if keyed {
+        Vec::new()
+    } else if policy.allows_auth(ClientAuthMethod::PrivateKeyJwt) && s.mtls.is_none() {
+        cx.report.add(&r, Reason::Invalid, "spec.jwks", format!("AuthPolicy {policy_name} accepts no client secrets; give this Credential the public keys it signs its assertions with in spec.jwks (or bind a certificate with spec.mtls)"));
+        return None;
     } else if s.mtls.is_none() {
         cx.report.add(&r, Reason::Invalid, "spec.mtls", format!("AuthPolicy {policy_name} accepts only client certificates; bind this Credential to one with spec.mtls"));
         return None;
@@ -733,6 +741,20 @@ fn credential_client<'a>(
             limits: policy
                 .limits
                 .overridden_by(Limits::from_spec(s.rate_limit.as_ref(), s.quota.as_ref())),
+            assertion_keys: s
+                .jwks
+                .iter()
+                .flat_map(|j| &j.keys)
+                .filter_map(|k| {
+                    // validate::credential refused the object if any key is unusable.
+                    let alg = validate::jwk_algorithm(k).ok()?;
+                    Some(AssertionKey {
+                        kid: k.kid.clone(),
+                        alg,
+                        jwk: k.clone(),
+                    })
+                })
+                .collect(),
         }),
     })
 }
@@ -823,6 +845,7 @@ fn proxy_key_client<'a>(
             expires_at: None,
             not_before: None,
             limits: policy.limits,
+            assertion_keys: Vec::new(),
         }),
     })
 }

@@ -116,6 +116,19 @@ pub struct Client {
     pub not_before: Option<Timestamp>,
     /// Token-request limits: its Credential's, else its policy's.
     pub limits: Limits,
+    /// Public keys its `private_key_jwt` assertions are signed with.
+    pub assertion_keys: Vec<AssertionKey>,
+}
+
+/// A public key a client signs its assertions with, and the one algorithm it signs with.
+#[derive(Debug, Clone)]
+pub struct AssertionKey {
+    /// Key id, which an assertion's header names.
+    pub kid: Option<String>,
+    /// `RS256`, `PS256`, `ES256` or `EdDSA`.
+    pub alg: &'static str,
+    /// The public JWK.
+    pub jwk: crate::credential::Jwk,
 }
 
 impl Client {

@@ -65,6 +65,58 @@ fn bounded(id: String, basic: bool) -> Result<String, OAuthError> {
     Ok(id)
 }
 
+/// A `private_key_jwt` assertion (RFC 7523 §2.2), if the request sends one. Its client is the
+/// `client_id` parameter, or else the assertion's own `sub` (RFC 7521 §4.2); a secret as well is
+/// two methods at once, refused.
+fn assertion(
+    headers: &HeaderMap,
+    params: &Params,
+    form_id: Option<&str>,
+    form_secret: Option<&str>,
+) -> Result<Option<ClientCredentials>, OAuthError> {
+    use crate::assertion::{JWT_BEARER, MAX_LEN, unverified_subject};
+    let kind = params.get("client_assertion_type");
+    let jwt = params.get("client_assertion");
+    if kind.is_none() && jwt.is_none() {
+        return Ok(None);
+    }
+    let invalid = |d: &str| OAuthError::InvalidClient {
+        description: d.to_owned(),
+        basic: false,
+    };
+    if kind != Some(JWT_BEARER) {
+        return Err(invalid(
+            "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ));
+    }
+    let Some(jwt) = jwt.filter(|j| !j.is_empty()) else {
+        return Err(OAuthError::InvalidRequest(
+            "client_assertion_type without client_assertion; send the signed JWT".into(),
+        ));
+    };
+    if form_secret.is_some() || headers.contains_key(axum::http::header::AUTHORIZATION) {
+        return Err(OAuthError::InvalidRequest(
+            "the client sent both a secret and a client_assertion; use one method".into(),
+        ));
+    }
+    if jwt.len() > MAX_LEN {
+        return Err(invalid(&format!(
+            "the client assertion is longer than {MAX_LEN} bytes"
+        )));
+    }
+    let id = match form_id {
+        Some(id) => id.to_owned(),
+        None => unverified_subject(jwt).ok_or_else(|| {
+            invalid("the client assertion names no client (sub), and no client_id was sent")
+        })?,
+    };
+    Ok(Some(ClientCredentials {
+        client_id: bounded(id, false)?,
+        secret: Some(jwt.to_owned()),
+        presented: Presented::Assertion,
+    }))
+}
+
 /// Reads the client's credentials from the Authorization header and the parameters; a request
 /// with only a `client_id` over a connection with a client certificate is certificate
 /// authentication. Two methods at once are refused (RFC 6749 §2.3: "MUST NOT use more than one").
@@ -75,6 +127,9 @@ pub fn read(
 ) -> Result<ClientCredentials, OAuthError> {
     let form_id = params.get("client_id");
     let form_secret = params.get("client_secret");
+    if let Some(c) = assertion(headers, params, form_id, form_secret)? {
+        return Ok(c);
+    }
     let auth = headers
         .get_all(axum::http::header::AUTHORIZATION)
         .iter()

@@ -43,15 +43,35 @@ pub async fn authenticate_client(
     token_request: bool,
 ) -> Result<crate::auth::Authenticated, crate::error::OAuthError> {
     let creds = client_auth::read(&req.headers, &req.params, req.peer.is_some())?;
-    let (verdict, outcome) = crate::auth::authenticate(crate::auth::AuthInput {
+    let audiences = if creds.presented == crate::auth::Presented::Assertion {
+        assertion_audiences(&st.config.issuer)
+    } else {
+        Vec::new()
+    };
+    let (mut verdict, mut outcome) = crate::auth::authenticate(crate::auth::AuthInput {
         snapshot: &served.snapshot,
         keys: &served.keys,
         creds: &creds,
         now,
         dash_allowed,
         peer: req.peer.as_deref(),
+        audiences: &audiences,
         client_cas: &served.client_cas,
     });
+    // An assertion is single-use until it expires, on every replica (the security state). A
+    // replay is a failure: whoever holds a copy is not the client.
+    if let Ok(a) = &verdict
+        && let Some(v) = &a.assertion
+    {
+        let key = format!("{}\u{0}{}", a.client.client_id, v.jti);
+        if !st.store.first_use(&key, v.exp, now.as_second()).await? {
+            outcome = crate::store::Outcome::Failed;
+            verdict = Err(crate::error::OAuthError::InvalidClient {
+                description: "this client assertion was used before (its jti); sign a new one for each request".into(),
+                basic: false,
+            });
+        }
+    }
     // A token request of a client with limits spends one of them, in the same step.
     let limited = verdict
         .as_ref()
@@ -102,6 +122,25 @@ pub async fn authenticate_client(
     st.metrics.record_auth(client.method);
     tracing::debug!(client_id = %client.client.client_id, method = client.method, "client authenticated");
     Ok(client)
+}
+
+/// What a client assertion's `aud` may name: the issuer, or any endpoint URL of this server.
+fn assertion_audiences(issuer: &str) -> Vec<String> {
+    let base = issuer.trim_end_matches('/');
+    let mut v = vec![issuer.to_owned()];
+    for p in [
+        "/oauth2/token",
+        "/connect/token",
+        "/oauth2/introspect",
+        "/oauth2/revoke",
+        "/credential/jwt",
+        "/credential/token",
+        "/auth/jwt",
+        "/auth/token",
+    ] {
+        v.push(format!("{base}{p}"));
+    }
+    v
 }
 
 /// Ends a handler: counts the request and answers, with `Cache-Control: no-store` either way.

@@ -348,6 +348,23 @@ impl Store {
         }
     }
 
+    /// Marks `id` (a client assertion's client and jti) used until `exp`: true the first time,
+    /// false for a replay, on every replica.
+    pub async fn first_use(&self, id: &str, exp: i64, now: i64) -> Result<bool, StoreError> {
+        if let Some(s) = &self.shared {
+            return s
+                .first_use(id, exp - now)
+                .await
+                .inspect_err(|_| self.metrics.error("first_use"));
+        }
+        let key = format!("once:{id}");
+        let prev = self
+            .revocations
+            .mark(&key, Mark::Spent, exp.max(now + 1), now)
+            .map_err(|_| StoreError::Full)?;
+        Ok(prev.is_none())
+    }
+
     /// Checks a refresh token being exchanged and, with `rotate`, spends it. A reused token
     /// revokes its chain for `chain_ttl`.
     pub async fn spend_refresh(

@@ -399,6 +399,27 @@ impl Shared {
         })
     }
 
+    pub(super) async fn first_use(&self, id: &str, ttl: i64) -> Result<bool, StoreError> {
+        let key = format!(
+            "{}as:{}",
+            self.prefix,
+            digest(&[b"assertion", id.as_bytes()])
+        );
+        let set: Option<String> = self
+            .run(async |conn| {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(ttl.max(1))
+                    .query_async(conn)
+                    .await
+            })
+            .await?;
+        Ok(set.is_some())
+    }
+
     pub(super) async fn revoke(
         &self,
         jti: &str,
