@@ -131,6 +131,7 @@ fn cluster(secrets_in_status: bool) -> ResourceSet {
             rate_limit: None,
             quota: None,
             jwks: None,
+            service_account: None,
             policy_ref: LocalRef {
                 name: format!("policy-{}", i % 4),
             },

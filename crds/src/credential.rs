@@ -72,6 +72,11 @@ pub struct CredentialSpec {
     /// A disabled Credential authenticates nothing. Default: false.
     #[serde(default)]
     pub disabled: bool,
+    /// A ServiceAccount in this Credential's namespace whose projected tokens (audience: the
+    /// token server's issuer) authenticate this client as jwt-bearer assertions: no secret at
+    /// all. Needs `private_key_jwt` in the policy's `clientAuthMethods`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<LocalRef>,
     /// Public keys the client signs its `private_key_jwt` assertions with (a JWKS, RFC 7517).
     /// Only public members: a private key here is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]

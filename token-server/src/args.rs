@@ -151,6 +151,10 @@ pub struct ServeArgs {
     /// Most connections open at once on the admin port (probes and metrics scrapes).
     #[arg(long, default_value_t = 64, env = "TESSERA_ADMIN_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
     pub admin_max_connections: u32,
+    /// The audience a Kubernetes ServiceAccount token must carry to authenticate a Credential
+    /// bound to its ServiceAccount (`--source kube`). Default: `--issuer`.
+    #[arg(long, env = "TESSERA_SERVICE_ACCOUNT_AUDIENCE")]
+    pub service_account_audience: Option<String>,
     /// Where the security state lives (spent and revoked tokens, guessing budgets): `memory`
     /// (this process; one replica, or each replica on its own) or `redis://host:6379/0`
     /// (`rediss://` for TLS), shared by every replica. The password never goes in the URL: use

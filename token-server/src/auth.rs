@@ -28,6 +28,9 @@ pub enum Presented {
     Certificate,
     /// A `private_key_jwt` assertion (RFC 7523), held in `secret`.
     Assertion,
+    /// A Kubernetes ServiceAccount token as a jwt-bearer assertion, held in `secret`; the
+    /// client_id is the one sent, or empty (the token names the ServiceAccount).
+    ServiceAccount,
 }
 
 /// Client credentials as presented. Its `Debug` never prints the secret.
@@ -47,6 +50,7 @@ impl ClientCredentials {
         match (self.presented, self.secret.as_deref()) {
             (Presented::Certificate, _) => "tls_client_auth",
             (Presented::Assertion, _) => "private_key_jwt",
+            (Presented::ServiceAccount, _) => "service_account_token",
             (_, Some(DASH)) | (Presented::IdOnly, _) => "proxy_key_dash",
             (Presented::Basic, _) => "client_secret_basic",
             (Presented::Post, _) => "client_secret_post",
@@ -106,7 +110,7 @@ fn method_of(p: Presented) -> Option<ClientAuthMethod> {
     match p {
         Presented::Basic => Some(ClientAuthMethod::ClientSecretBasic),
         Presented::Post => Some(ClientAuthMethod::ClientSecretPost),
-        Presented::Assertion => Some(ClientAuthMethod::PrivateKeyJwt),
+        Presented::Assertion | Presented::ServiceAccount => Some(ClientAuthMethod::PrivateKeyJwt),
         Presented::IdOnly | Presented::Certificate => None,
     }
 }
@@ -119,6 +123,42 @@ pub fn authenticate(i: AuthInput<'_>) -> (Result<Authenticated, OAuthError>, Out
     let mut outcome = Outcome::Failed;
     let r = check(&i, &mut outcome);
     (r, outcome)
+}
+
+/// A client proven by a verified ServiceAccount token: the Credential bound to that
+/// ServiceAccount, which must be the `client_id` sent (if one was) and allow jwt-bearer
+/// assertions (`private_key_jwt`).
+pub fn service_account_client(
+    bound: Option<&Arc<Client>>,
+    client_id: &str,
+    now: Timestamp,
+) -> Result<Authenticated, OAuthError> {
+    let invalid = |d: &str| OAuthError::InvalidClient {
+        description: d.to_owned(),
+        basic: false,
+    };
+    let Some(client) = bound.filter(|c| c.is_active(now)) else {
+        return Err(invalid(
+            "no Credential in this namespace binds this ServiceAccount (spec.serviceAccount)",
+        ));
+    };
+    if !client_id.is_empty() && client_id != client.client_id {
+        return Err(invalid(
+            "the ServiceAccount token belongs to another client than the client_id sent",
+        ));
+    }
+    if !client.policy.allows_auth(ClientAuthMethod::PrivateKeyJwt) {
+        return Err(invalid(
+            "this client's policy does not allow jwt-bearer assertions; add private_key_jwt to the AuthPolicy's clientAuthMethods",
+        ));
+    }
+    Ok(Authenticated {
+        client: client.clone(),
+        method: "service_account_token",
+        cnf: None,
+        remaining: None,
+        assertion: None,
+    })
 }
 
 fn check(i: &AuthInput<'_>, outcome: &mut Outcome) -> Result<Authenticated, OAuthError> {

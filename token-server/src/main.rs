@@ -256,6 +256,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         state_timeout_ms,
         state_fallback,
         state_prefix,
+        service_account_audience,
     } = args;
     init_logging(log_format, &log)?;
     let config = Config {
@@ -316,8 +317,14 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 namespaces: namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
                 keys_namespace,
                 keys_secret,
-                issuer,
+                issuer: issuer.clone(),
             };
+            state.service_accounts = Some(std::sync::Arc::new(
+                tessera_token_server::source::service_accounts::ClusterIssuer::new(
+                    client.clone(),
+                    service_account_audience.unwrap_or_else(|| issuer.clone()),
+                ),
+            ));
             state.cluster_revocation = Some(std::sync::Arc::new(
                 tessera_token_server::source::kube::NotBeforeWriter::new(client.clone()),
             ));

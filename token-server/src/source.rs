@@ -5,6 +5,7 @@
 
 pub mod dir;
 pub mod kube;
+pub mod service_accounts;
 // The policy-data document (written by the operator, read here) is part of the API crate.
 pub use tessera_crds::policy_data;
 

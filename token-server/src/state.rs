@@ -62,6 +62,9 @@ pub struct Served {
         tessera_crds::model::ObjectRef,
         Arc<dyn rustls::server::danger::ClientCertVerifier>,
     >,
+    /// Clients bound to a ServiceAccount, by it.
+    pub service_account_clients:
+        std::collections::HashMap<ServiceAccountId, Arc<tessera_crds::model::Client>>,
 }
 
 impl Served {
@@ -77,7 +80,17 @@ impl Served {
         let discovery =
             Bytes::from(crate::metadata::document(issuer, &keys.algorithms(now)).to_string());
         let mut client_cas = std::collections::HashMap::new();
+        let mut service_account_clients = std::collections::HashMap::new();
         for c in snapshot.clients() {
+            if let Some((ns, name)) = &c.service_account {
+                service_account_clients.insert(
+                    ServiceAccountId {
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    },
+                    c.clone(),
+                );
+            }
             if let tessera_crds::model::ClientCa::Pem(pem) = &c.policy.client_ca
                 && !client_cas.contains_key(&c.policy.owner)
             {
@@ -100,6 +113,7 @@ impl Served {
             jwks,
             discovery,
             client_cas,
+            service_account_clients,
         }
     }
 }
@@ -142,6 +156,26 @@ pub trait RevocationRecorder: Send + Sync {
     ) -> futures::future::BoxFuture<'a, Result<(), String>>;
 }
 
+/// Who a Kubernetes ServiceAccount token proves its bearer is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceAccountId {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// Verifies Kubernetes ServiceAccount tokens (the kube source implements it against the
+/// cluster's service-account issuer). A trait for the same reason as [`RevocationRecorder`].
+pub trait ServiceAccountVerifier: Send + Sync {
+    /// The ServiceAccount `token` was issued to, or why it is not accepted (said to the client:
+    /// never key material).
+    fn verify<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<ServiceAccountId, String>>;
+}
+
 /// The clock requests use; tests move it.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
@@ -165,6 +199,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Writes revocations through the Kubernetes API (the kube source); `None` keeps them local.
     pub cluster_revocation: Option<Arc<dyn RevocationRecorder>>,
+    /// Verifies ServiceAccount tokens (the kube source); `None` refuses them.
+    pub service_accounts: Option<Arc<dyn ServiceAccountVerifier>>,
 }
 
 impl AppState {
@@ -189,6 +225,7 @@ impl AppState {
             status: Arc::new(Mutex::new(SourceStatus::default())),
             clock: Arc::new(Timestamp::now),
             cluster_revocation: None,
+            service_accounts: None,
         }
     }
 

@@ -697,8 +697,13 @@ fn credential_client<'a>(
         generated_name: credential_secret_name(name),
         field: "spec.secretRef",
     };
-    // A client with public keys under a policy that accepts private_key_jwt needs no secret.
-    let keyed = s.jwks.is_some() && policy.allows_auth(ClientAuthMethod::PrivateKeyJwt);
+    if s.service_account.is_some() && !policy.allows_auth(ClientAuthMethod::PrivateKeyJwt) {
+        cx.report.add(&r, Reason::Invalid, "spec.serviceAccount", format!("AuthPolicy {policy_name} does not accept jwt-bearer assertions, so this ServiceAccount's tokens authenticate nothing; add private_key_jwt to its clientAuthMethods"));
+    }
+    // A client with public keys, or bound to a ServiceAccount, under a policy that accepts
+    // private_key_jwt needs no secret.
+    let keyed = (s.jwks.is_some() || s.service_account.is_some())
+        && policy.allows_auth(ClientAuthMethod::PrivateKeyJwt);
     let verifiers = if policy.uses_secrets() {
         match cx.verifiers(&r, src) {
             Some(v) => v,
@@ -755,6 +760,10 @@ fn credential_client<'a>(
                     })
                 })
                 .collect(),
+            service_account: s
+                .service_account
+                .as_ref()
+                .map(|sa| (ns.to_string(), sa.name.clone())),
         }),
     })
 }
@@ -846,6 +855,7 @@ fn proxy_key_client<'a>(
             not_before: None,
             limits: policy.limits,
             assertion_keys: Vec::new(),
+            service_account: None,
         }),
     })
 }

@@ -118,6 +118,8 @@ pub struct Client {
     pub limits: Limits,
     /// Public keys its `private_key_jwt` assertions are signed with.
     pub assertion_keys: Vec<AssertionKey>,
+    /// The ServiceAccount (namespace, name) whose tokens authenticate it.
+    pub service_account: Option<(String, String)>,
 }
 
 /// A public key a client signs its assertions with, and the one algorithm it signs with.

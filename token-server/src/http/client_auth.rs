@@ -104,9 +104,22 @@ fn assertion(
             "the client assertion is longer than {MAX_LEN} bytes"
         )));
     }
+    let sub = unverified_subject(jwt);
+    // A Kubernetes ServiceAccount token names its ServiceAccount, not a client: the binding
+    // Credential is found once the cluster's issuer has verified it.
+    if sub
+        .as_deref()
+        .is_some_and(|s| s.starts_with("system:serviceaccount:"))
+    {
+        return Ok(Some(ClientCredentials {
+            client_id: bounded(form_id.unwrap_or_default().to_owned(), false)?,
+            secret: Some(jwt.to_owned()),
+            presented: Presented::ServiceAccount,
+        }));
+    }
     let id = match form_id {
         Some(id) => id.to_owned(),
-        None => unverified_subject(jwt).ok_or_else(|| {
+        None => sub.ok_or_else(|| {
             invalid("the client assertion names no client (sub), and no client_id was sent")
         })?,
     };

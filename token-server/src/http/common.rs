@@ -48,6 +48,9 @@ pub async fn authenticate_client(
     } else {
         Vec::new()
     };
+    if creds.presented == crate::auth::Presented::ServiceAccount {
+        return service_account(st, served, req, &creds, now, token_request).await;
+    }
     let (mut verdict, mut outcome) = crate::auth::authenticate(crate::auth::AuthInput {
         snapshot: &served.snapshot,
         keys: &served.keys,
@@ -121,6 +124,84 @@ pub async fn authenticate_client(
     }
     st.metrics.record_auth(client.method);
     tracing::debug!(client_id = %client.client.client_id, method = client.method, "client authenticated");
+    Ok(client)
+}
+
+/// A client authenticated by its Kubernetes ServiceAccount token. The token is verified by the
+/// cluster's issuer (no guessing: a forged token fails its signature), then counted like any
+/// attempt, under the ServiceAccount, so a flood of bad tokens slows its sender only.
+async fn service_account(
+    st: &AppState,
+    served: &crate::state::Served,
+    req: &request::OAuthRequest,
+    creds: &crate::auth::ClientCredentials,
+    now: jiff::Timestamp,
+    token_request: bool,
+) -> Result<crate::auth::Authenticated, crate::error::OAuthError> {
+    let invalid = |d: String| crate::error::OAuthError::InvalidClient {
+        description: d,
+        basic: false,
+    };
+    let Some(verifier) = &st.service_accounts else {
+        return Err(invalid(
+            "ServiceAccount tokens are accepted only by a token server reading the cluster (--source kube)".into(),
+        ));
+    };
+    let token = creds.secret.as_deref().unwrap_or_default();
+    let verified = verifier.verify(token).await;
+    let verdict = verified.map_err(invalid).and_then(|id| {
+        crate::auth::service_account_client(
+            served.service_account_clients.get(&id),
+            &creds.client_id,
+            now,
+        )
+        .map(|a| (id, a))
+    });
+    let principal_name = match &verdict {
+        Ok((id, _)) => format!("serviceaccount:{}/{}", id.namespace, id.name),
+        Err(_) => "serviceaccount:unverified".to_owned(),
+    };
+    let outcome = if verdict.is_ok() {
+        crate::store::Outcome::Succeeded
+    } else {
+        crate::store::Outcome::Failed
+    };
+    let limits = verdict
+        .as_ref()
+        .ok()
+        .filter(|(_, a)| token_request && !a.client.limits.is_unlimited())
+        .map(|(_, a)| (a.client.client_id.as_str(), &a.client.limits));
+    let remaining = match st
+        .store
+        .client_attempt(
+            crate::lockout::Principal::Client(&principal_name),
+            req.addr,
+            outcome,
+            limits,
+        )
+        .await?
+    {
+        Ok(r) => limits.map(|_| r),
+        Err(crate::store::Refusal::Guessing(r)) => {
+            return Err(crate::error::OAuthError::TooManyRequests {
+                retry_after: r.retry_after,
+            });
+        }
+        Err(crate::store::Refusal::Limited(l)) => {
+            let policy = verdict.as_ref().map_or_else(
+                |_| String::new(),
+                |(_, a)| crate::store::limits::policy_header(&a.client.limits),
+            );
+            return Err(crate::error::OAuthError::RateLimited {
+                retry_after: l.retry_after,
+                limit: l.over.label(),
+                policy,
+            });
+        }
+    };
+    let (_, mut client) = verdict?;
+    client.remaining = remaining;
+    st.metrics.record_auth(client.method);
     Ok(client)
 }
 
