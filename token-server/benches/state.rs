@@ -8,9 +8,11 @@
 //! The token server runs one API thread pinned to CPU 0; the load generator and redis-server
 //! share CPU 1 (with `taskset`, when there are two CPUs or more).
 //!
-//! Two scenarios, each driven by 32 concurrent clients on loopback (a small tokio load generator:
+//! Three scenarios, each driven by 32 concurrent clients on loopback (a small tokio load generator:
 //! a refresh chain cannot be replayed by a generic one, every exchange returns the next token):
-//! client_credentials (JWT, ES256) and refresh_token with rotation. For each it reports tokens
+//! client_credentials (JWT, ES256) with client_secret_basic, the same with private_key_jwt (the
+//! load generator signs a fresh ES256 assertion per request; the server verifies it and spends
+//! its jti), and refresh_token with rotation. For each it reports tokens
 //! per second, **tokens per token-server CPU-second** (user+system from /proc/PID/stat, which the
 //! shared machine does not blur) and per CPU-second of token server and redis-server together,
 //! and the **Redis round trips per request** (the server's own `tessera_state_round_trips_total`,
@@ -35,6 +37,7 @@ spec:
   signingAlgorithm: ES256
   grantTypes: [client_credentials, refresh_token]
   refresh: {enabled: true, ttl: 12h, rotate: true}
+  clientAuthMethods: [client_secret_basic, private_key_jwt]
 ---
 apiVersion: tessera.dev/v1alpha1
 kind: ApiProxy
@@ -44,7 +47,7 @@ spec: {audience: "https://api.example.com/reports", basePath: /reports}
 apiVersion: tessera.dev/v1alpha1
 kind: Credential
 metadata: {name: runner}
-spec: {clientId: runner, secretRef: {name: runner-secret}, policyRef: {name: refreshing}, acl: [reports]}
+spec: {clientId: runner, secretRef: {name: runner-secret}, policyRef: {name: refreshing}, acl: [reports], jwks: {keys: [JWK]}}
 ---
 apiVersion: v1
 kind: Secret
@@ -91,7 +94,7 @@ fn folder() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tessera-state-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    std::fs::write(dir.join("resources.yaml"), MANIFESTS).expect("write");
+    std::fs::write(dir.join("resources.yaml"), MANIFESTS.replace("JWK", &jwk())).expect("write");
     let keys = Command::new(BIN)
         .arg("generate-keys")
         .output()
@@ -251,8 +254,90 @@ async fn round_trips(s: &Server) -> u64 {
 
 #[derive(Clone, Copy, PartialEq)]
 enum Scenario {
+    /// client_credentials, client_secret_basic.
     ClientCredentials,
+    /// refresh_token with rotation.
     Refresh,
+    /// client_credentials, private_key_jwt: a fresh ES256 assertion per request.
+    PrivateKeyJwt,
+}
+
+/// The client's signing key (P-256, PKCS#8), made once per run.
+static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+fn key() -> &'static [u8] {
+    KEY.get_or_init(|| {
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .expect("key")
+            .serialize_der()
+    })
+}
+
+fn b64(b: impl AsRef<[u8]>) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn jwk() -> String {
+    let kp = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        key(),
+    )
+    .expect("pkcs8");
+    use aws_lc_rs::signature::KeyPair as _;
+    let raw = kp.public_key().as_ref().to_vec();
+    format!(
+        "{{kty: EC, crv: P-256, kid: bench, x: {}, y: {}}}",
+        b64(&raw[1..33]),
+        b64(&raw[33..65])
+    )
+}
+
+/// A fresh assertion (unique jti) for the runner, for the server's default issuer, signed by
+/// the load generator.
+fn assertion(n: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let claims = serde_json::json!({"iss": "runner", "sub": "runner", "aud": "http://localhost:8080",
+        "exp": now + 60, "iat": now, "jti": format!("{}-{n}", std::process::id())});
+    let input = format!(
+        "{}.{}",
+        b64(r#"{"alg":"ES256","kid":"bench","typ":"JWT"}"#),
+        b64(claims.to_string())
+    );
+    let kp = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        key(),
+    )
+    .expect("pkcs8");
+    let sig = kp
+        .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
+        .expect("sign");
+    format!("{input}.{}", b64(sig.as_ref()))
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+async fn token_by_assertion(http: &reqwest::Client, api: &str) -> Option<Value> {
+    let a = assertion(SEQ.fetch_add(1, Ordering::Relaxed));
+    let r = http
+        .post(format!("{api}/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &a),
+        ])
+        .send()
+        .await
+        .ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    r.json().await.ok()
 }
 
 async fn token(http: &reqwest::Client, api: &str, form: &[(&str, &str)]) -> Option<Value> {
@@ -325,6 +410,7 @@ async fn drive(s: &Server, scenario: Scenario, secs: u64, redis: Option<u16>) ->
                             )
                             .await
                         }
+                        (Scenario::PrivateKeyJwt, _) => token_by_assertion(&http, &api).await,
                         _ => token(&http, &api, &[("grant_type", "client_credentials")]).await,
                     };
                     match answer {
@@ -397,9 +483,14 @@ fn main() {
             "{:<20} {:<7} {:>9} {:>12} {:>16} {:>14} {:>8}",
             "scenario", "state", "tokens/s", "tok/srv-CPUs", "tok/(srv+redis)s", "trips/request", "failed"
         );
-        for scenario in [Scenario::ClientCredentials, Scenario::Refresh] {
+        for scenario in [
+            Scenario::ClientCredentials,
+            Scenario::PrivateKeyJwt,
+            Scenario::Refresh,
+        ] {
             let name = match scenario {
                 Scenario::ClientCredentials => "client_credentials",
+                Scenario::PrivateKeyJwt => "private_key_jwt",
                 Scenario::Refresh => "refresh_token",
             };
             let mut per_cpu = [Vec::new(), Vec::new()];

@@ -1,5 +1,6 @@
-//! `private_key_jwt` (RFC 7523 §2.2): assertions signed here with keys rcgen generates and
-//! jsonwebtoken's signer, and every bad input refused with `invalid_client`, never a 500.
+//! `private_key_jwt` (RFC 7523 §2.2): assertions built and signed here by hand (aws-lc-rs, keys
+//! from rcgen), tokens checked with jsonwebtoken, and every bad input refused with
+//! `invalid_client`, never a 500.
 
 use super::harness::{Harness, ISSUER, form};
 use base64::Engine as _;
@@ -95,14 +96,38 @@ fn claims(iss: &str, aud: &str, jti: &str) -> Value {
     json!({"iss": iss, "sub": iss, "aud": aud, "exp": now() + 60, "iat": now(), "jti": jti})
 }
 
+/// Signs a compact JWS by hand with aws-lc-rs, not with jsonwebtoken's encoder: the server's
+/// verifier meets assertions made by other code than its own dependency's.
 fn sign(key: &rcgen::KeyPair, alg: Algorithm, kid: Option<&str>, claims: &Value) -> String {
-    let mut h = Header::new(alg);
-    h.kid = kid.map(String::from);
-    let ek = match alg {
-        Algorithm::EdDSA => EncodingKey::from_ed_der(&key.serialize_der()),
-        _ => EncodingKey::from_ec_der(&key.serialize_der()),
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+    let name = match alg {
+        Algorithm::EdDSA => "EdDSA",
+        _ => "ES256",
     };
-    jsonwebtoken::encode(&h, claims, &ek).expect("sign")
+    let mut header = json!({"alg": name, "typ": "JWT"});
+    if let Some(k) = kid {
+        header["kid"] = json!(k);
+    }
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let der = key.serialize_der();
+    let sig = match alg {
+        Algorithm::EdDSA => Ed25519KeyPair::from_pkcs8(&der)
+            .expect("ed25519 pkcs8")
+            .sign(input.as_bytes())
+            .as_ref()
+            .to_vec(),
+        _ => EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+            .expect("p256 pkcs8")
+            .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
+            .expect("sign")
+            .as_ref()
+            .to_vec(),
+    };
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
 }
 
 const TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
