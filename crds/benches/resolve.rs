@@ -132,6 +132,7 @@ fn cluster(secrets_in_status: bool) -> ResourceSet {
             quota: None,
             jwks: None,
             service_account: None,
+            jwks_ref: None,
             policy_ref: LocalRef {
                 name: format!("policy-{}", i % 4),
             },

@@ -81,6 +81,10 @@ pub struct CredentialSpec {
     /// Only public members: a private key here is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<Jwks>,
+    /// The client's public keys from a Secret or ConfigMap key holding a JWKS (JSON), instead of
+    /// `jwks` inline: cert-manager, Vault or a GitOps repository rotates them there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_ref: Option<JwksRef>,
     /// This client's token requests per second, instead of its AuthPolicy's `rateLimit`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<crate::common::RateLimit>,
@@ -266,4 +270,39 @@ pub struct Jwk {
     #[serde(default, skip_serializing)]
     #[schemars(skip)]
     pub d: Option<String>,
+}
+
+/// Where a JWKS is: one key of a Secret or of a ConfigMap in the Credential's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwksRef {
+    /// A Secret holding the JWKS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<JwksKeyRef>,
+    /// A ConfigMap holding the JWKS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<JwksKeyRef>,
+}
+
+/// A key of a Secret or ConfigMap holding a JWKS.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwksKeyRef {
+    /// Name of the object, in the Credential's namespace.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// The key holding the JWKS. Default: `jwks.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: Option<String>,
+}
+
+impl JwksKeyRef {
+    /// The key to read, with its default.
+    pub fn key_or_default(&self) -> &str {
+        self.key.as_deref().unwrap_or("jwks.json")
+    }
 }

@@ -39,7 +39,8 @@ fn meta(m: &ObjectMeta) -> ObjectMeta {
     }
 }
 
-/// The document for `set`: every existing Secret or ConfigMap an AuthPolicy references, with
+/// The document for `set`: every existing Secret or ConfigMap an AuthPolicy (user pools, CA
+/// bundles) or a Credential (`jwksRef`) references, with
 /// only its name, namespace and data, in a stable order (so an unchanged world writes nothing).
 pub fn collect(set: &ResourceSet) -> Vec<u8> {
     let mut secrets = BTreeSet::new();
@@ -55,6 +56,18 @@ pub fn collect(set: &ResourceSet) -> Vec<u8> {
             }
             if let Some(r) = &ca.config_map_ref {
                 config_maps.insert((ns, r.name.clone()));
+            }
+        }
+    }
+    // A Credential's JWKS by reference (spec.jwksRef) too.
+    for c in &set.credentials {
+        let ns = c.metadata.namespace.clone().unwrap_or_default();
+        if let Some(r) = &c.spec.jwks_ref {
+            if let Some(k) = &r.secret_ref {
+                secrets.insert((ns.clone(), k.name.clone()));
+            }
+            if let Some(k) = &r.config_map_ref {
+                config_maps.insert((ns, k.name.clone()));
             }
         }
     }
@@ -169,5 +182,28 @@ data: {ca.crt: "-----BEGIN CERTIFICATE-----"}
         let err =
             extend(&mut ResourceSet::default(), b"{\"secrets\":1}").expect_err("not a document");
         assert!(err.contains(DATA_KEY), "{err}");
+    }
+
+    #[test]
+    fn a_credentials_jwks_reference_is_copied_too() {
+        let yaml = r#"
+apiVersion: tessera.dev/v1alpha1
+kind: Credential
+metadata: {name: c, namespace: a}
+spec: {policyRef: {name: p}, jwksRef: {configMapRef: {name: keys}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: keys, namespace: a}
+data: {jwks.json: '{"keys": []}'}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: unrelated, namespace: a}
+data: {note: other}
+"#;
+        let text = String::from_utf8(collect(&set(yaml))).expect("utf8");
+        assert!(text.contains("jwks.json"), "{text}");
+        assert!(!text.contains("unrelated"), "{text}");
     }
 }

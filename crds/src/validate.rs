@@ -91,7 +91,7 @@ impl Problems {
 }
 
 /// Shortens user input quoted in a message, so a hostile value cannot flood logs.
-fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     const MAX: usize = 80;
     if s.chars().count() <= MAX {
         s.to_owned()
@@ -214,6 +214,13 @@ pub fn jwk_algorithm(k: &crate::credential::Jwk) -> Result<&'static str, String>
             )
         }),
     }
+}
+
+/// The problems of a JWKS (inline or read from a reference), as `(field under `prefix`, why)`.
+pub fn jwks_problems(j: &crate::credential::Jwks) -> Vec<(String, String)> {
+    let mut p = Problems::default();
+    jwks(&mut p, j);
+    p.0.into_iter().map(|f| (f.field, f.message)).collect()
 }
 
 fn jwks(p: &mut Problems, j: &crate::credential::Jwks) {
@@ -464,6 +471,20 @@ pub fn credential(obj: &Credential) -> Vec<FieldProblem> {
     limits(&mut p, s.rate_limit.as_ref(), s.quota.as_ref());
     if let Some(j) = &s.jwks {
         jwks(&mut p, j);
+    }
+    if let Some(r) = &s.jwks_ref {
+        if s.jwks.is_some() {
+            p.push(
+                "spec.jwksRef",
+                "give the keys inline (jwks) or by reference (jwksRef), not both",
+            );
+        }
+        if r.secret_ref.is_some() == r.config_map_ref.is_some() {
+            p.push(
+                "spec.jwksRef",
+                "name exactly one of secretRef or configMapRef",
+            );
+        }
     }
     if let Some(r) = &s.rotation {
         if s.secret_ref.is_some() {

@@ -534,3 +534,21 @@ fn jwks_hold_usable_public_keys_only() {
         &[("spec.jwks.keys[1].kid", "another key")],
     );
 }
+
+#[test]
+fn a_jwks_reference_names_one_object() {
+    expect(
+        &credential("{policyRef: {name: p}, clientId: c, jwksRef: {secretRef: {name: k}}}"),
+        &[],
+    );
+    expect(
+        &credential(
+            "{policyRef: {name: p}, clientId: c, jwksRef: {secretRef: {name: k}, configMapRef: {name: k}}}",
+        ),
+        &[("spec.jwksRef", "exactly one")],
+    );
+    expect(
+        &credential("{policyRef: {name: p}, clientId: c, jwksRef: {}}"),
+        &[("spec.jwksRef", "exactly one")],
+    );
+}

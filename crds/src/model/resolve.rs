@@ -257,9 +257,15 @@ pub fn resolve(set: &ResourceSet, verifier_key: &VerifierKey, now: Timestamp) ->
 
     let mut candidates = Vec::with_capacity(set.credentials.len() + set.api_proxies.len());
     for c in &set.credentials {
-        if let Some(cand) =
-            credential_client(&mut cx, c, &policies, &invalid_policies, &proxies, &roles)
-        {
+        if let Some(cand) = credential_client(
+            &mut cx,
+            set,
+            c,
+            &policies,
+            &invalid_policies,
+            &proxies,
+            &roles,
+        ) {
             candidates.push(cand);
         }
     }
@@ -422,47 +428,22 @@ fn client_ca(
         return ClientCa::Global;
     };
     let ns = &*r.namespace;
-    let (found, field, what, name, key) = match (&ca.secret_ref, &ca.config_map_ref) {
-        (Some(sr), _) => {
-            let v = cx.secrets.get(&(ns, sr.name.as_str())).map(|s| {
-                s.string_data
-                    .as_ref()
-                    .and_then(|d| d.get(sr.key_or_default()).cloned())
-                    .or_else(|| {
-                        s.data
-                            .as_ref()
-                            .and_then(|d| d.get(sr.key_or_default()))
-                            .and_then(|b| String::from_utf8(b.0.clone()).ok())
-                    })
-            });
-            (
-                v,
-                "spec.clientCa.secretRef",
-                "Secret",
-                sr.name.as_str(),
-                sr.key_or_default(),
-            )
-        }
-        (None, Some(cr)) => {
-            let v = set
-                .config_maps
-                .iter()
-                .find(|c| key(&c.metadata) == (ns, cr.name.as_str()))
-                .map(|c| {
-                    c.data
-                        .as_ref()
-                        .and_then(|d| d.get(cr.key_or_default()).cloned())
-                });
-            (
-                v,
-                "spec.clientCa.configMapRef",
-                "ConfigMap",
-                cr.name.as_str(),
-                cr.key_or_default(),
-            )
-        }
+    let (field, what, name, key) = match (&ca.secret_ref, &ca.config_map_ref) {
+        (Some(sr), _) => (
+            "spec.clientCa.secretRef",
+            "Secret",
+            sr.name.as_str(),
+            sr.key_or_default(),
+        ),
+        (None, Some(cr)) => (
+            "spec.clientCa.configMapRef",
+            "ConfigMap",
+            cr.name.as_str(),
+            cr.key_or_default(),
+        ),
         (None, None) => return ClientCa::Unavailable,
     };
+    let found = referenced_value(cx, set, ns, what == "Secret", name, key);
     match found {
         Some(Some(pem)) if pem.contains("-----BEGIN CERTIFICATE-----") => {
             ClientCa::Pem(Arc::from(pem))
@@ -490,6 +471,102 @@ fn client_ca(
         None => {
             cx.report.add(r, Reason::SecretNotFound, format!("{field}.name"), format!("{what} {name} not found in namespace {ns}; until it exists tls_client_auth admits nobody under this policy"));
             ClientCa::Unavailable
+        }
+    }
+}
+
+/// The value of `key` in the Secret (else ConfigMap) `name` of `ns`: `None` when the object is
+/// missing, `Some(None)` when it has no such key.
+fn referenced_value(
+    cx: &Ctx<'_>,
+    set: &ResourceSet,
+    ns: &str,
+    secret: bool,
+    name: &str,
+    key: &str,
+) -> Option<Option<String>> {
+    if secret {
+        return cx.secrets.get(&(ns, name)).map(|s| {
+            s.string_data
+                .as_ref()
+                .and_then(|d| d.get(key).cloned())
+                .or_else(|| {
+                    s.data
+                        .as_ref()
+                        .and_then(|d| d.get(key))
+                        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+                })
+        });
+    }
+    set.config_maps
+        .iter()
+        .find(|c| self::key(&c.metadata) == (ns, name))
+        .map(|c| c.data.as_ref().and_then(|d| d.get(key).cloned()))
+}
+
+/// A Credential's public keys: inline, or read from its `jwksRef` (problems reported, and
+/// then no keys: the client cannot authenticate with an assertion until they are fixed).
+fn credential_jwks(
+    cx: &mut Ctx<'_>,
+    set: &ResourceSet,
+    r: &ObjectRef,
+    c: &crate::credential::CredentialSpec,
+) -> Option<crate::credential::Jwks> {
+    if let Some(j) = &c.jwks {
+        return Some(j.clone());
+    }
+    let jr = c.jwks_ref.as_ref()?;
+    let (field, what, kr) = match (&jr.secret_ref, &jr.config_map_ref) {
+        (Some(k), _) => ("spec.jwksRef.secretRef", "Secret", k),
+        (None, Some(k)) => ("spec.jwksRef.configMapRef", "ConfigMap", k),
+        (None, None) => return None,
+    };
+    let (name, key) = (kr.name.as_str(), kr.key_or_default());
+    let ns = r.namespace.to_string();
+    match referenced_value(cx, set, &ns, what == "Secret", name, key) {
+        None => {
+            cx.report.add(r, Reason::SecretNotFound, format!("{field}.name"), format!("{what} {name} not found in namespace {ns}; create it with the client's JWKS under `{key}`"));
+            None
+        }
+        Some(None) => {
+            cx.report.add(
+                r,
+                Reason::SecretKeyNotFound,
+                format!("{field}.key"),
+                format!("{what} {name} has no key `{key}`; put the client's JWKS there"),
+            );
+            None
+        }
+        Some(Some(text)) => {
+            let parsed: Result<crate::credential::Jwks, _> = serde_json::from_str(&text);
+            match parsed {
+                Err(e) => {
+                    cx.report.add(
+                        r,
+                        Reason::Invalid,
+                        format!("{field}.key"),
+                        format!(
+                            "key `{key}` of {what} {name} is not a JWKS of public keys: {}",
+                            crate::validate::clip(&e.to_string())
+                        ),
+                    );
+                    None
+                }
+                Ok(j) => {
+                    let problems = crate::validate::jwks_problems(&j);
+                    if let Some((f, why)) = problems.first() {
+                        let inner = f.trim_start_matches("spec.jwks.");
+                        cx.report.add(
+                            r,
+                            Reason::Invalid,
+                            format!("{field}.key"),
+                            format!("{what} {name}, {inner}: {why}"),
+                        );
+                        return None;
+                    }
+                    Some(j)
+                }
+            }
         }
     }
 }
@@ -609,6 +686,7 @@ fn sorted_unique(mut v: Vec<Arc<str>>) -> Vec<Arc<str>> {
 
 fn credential_client<'a>(
     cx: &mut Ctx<'a>,
+    set: &ResourceSet,
     c: &'a Credential,
     policies: &HashMap<Key<'a>, Arc<Policy>>,
     invalid_policies: &HashSet<Key<'a>>,
@@ -702,7 +780,8 @@ fn credential_client<'a>(
     }
     // A client with public keys, or bound to a ServiceAccount, under a policy that accepts
     // private_key_jwt needs no secret.
-    let keyed = (s.jwks.is_some() || s.service_account.is_some())
+    let jwks = credential_jwks(cx, set, &r, s);
+    let keyed = (jwks.is_some() || s.service_account.is_some())
         && policy.allows_auth(ClientAuthMethod::PrivateKeyJwt);
     let verifiers = if policy.uses_secrets() {
         match cx.verifiers(&r, src) {
@@ -746,8 +825,7 @@ fn credential_client<'a>(
             limits: policy
                 .limits
                 .overridden_by(Limits::from_spec(s.rate_limit.as_ref(), s.quota.as_ref())),
-            assertion_keys: s
-                .jwks
+            assertion_keys: jwks
                 .iter()
                 .flat_map(|j| &j.keys)
                 .filter_map(|k| {

@@ -398,3 +398,94 @@ fn rand_id() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed).to_string()
 }
+
+fn jwks_json(k: &rcgen::KeyPair, kid: &str) -> String {
+    let raw = k.public_key_raw();
+    json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": kid,
+        "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..65])}]})
+    .to_string()
+}
+
+fn referenced(jwks: &str) -> String {
+    format!(
+        r#"
+apiVersion: tessera.dev/v1alpha1
+kind: AuthPolicy
+metadata: {{name: keyed}}
+spec: {{signingAlgorithm: ES256, clientAuthMethods: [private_key_jwt]}}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: ApiProxy
+metadata: {{name: ledger}}
+spec: {{audience: "https://api.test/ledger", basePath: /ledger}}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: Credential
+metadata: {{name: rotating}}
+spec: {{clientId: rotating, policyRef: {{name: keyed}}, acl: [ledger], jwksRef: {{secretRef: {{name: rotating-jwks}}}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: rotating-jwks}}
+stringData:
+  jwks.json: '{jwks}'
+"#
+    )
+}
+
+/// Keys by reference: rotated in the Secret (as cert-manager or a GitOps repository would),
+/// picked up on reload; a JWKS with a private key in it authenticates nobody and says why.
+#[tokio::test]
+async fn keys_referenced_from_a_secret_rotate_with_it() {
+    let k = keys();
+    let h = Harness::with_files(&[("m.yaml", &referenced(&jwks_json(&k.ec, "2026-a")))]);
+    let aud = token_endpoint();
+    let a = sign(
+        &k.ec,
+        Algorithm::ES256,
+        Some("2026-a"),
+        &claims("rotating", &aud, "r1"),
+    );
+    assert_eq!(token_with(&h, &a, None).await.status, 200);
+    std::fs::write(
+        h.path().join("m.yaml"),
+        referenced(&jwks_json(&k.other, "2026-b")),
+    )
+    .expect("rotate");
+    h.reload().expect("reload");
+    let old = sign(
+        &k.ec,
+        Algorithm::ES256,
+        Some("2026-a"),
+        &claims("rotating", &aud, "r2"),
+    );
+    assert_eq!(
+        token_with(&h, &old, None).await.status,
+        401,
+        "the old key is gone"
+    );
+    let new = sign(
+        &k.other,
+        Algorithm::ES256,
+        Some("2026-b"),
+        &claims("rotating", &aud, "r3"),
+    );
+    assert_eq!(token_with(&h, &new, None).await.status, 200);
+    // A private member in the referenced JWKS.
+    let leaked = jwks_json(&k.ec, "2026-c").replace(r#""kty""#, r#""d":"c2VjcmV0","kty""#);
+    std::fs::write(h.path().join("m.yaml"), referenced(&leaked)).expect("write");
+    h.reload().expect("reload");
+    let a = sign(
+        &k.ec,
+        Algorithm::ES256,
+        Some("2026-c"),
+        &claims("rotating", &aud, "r4"),
+    );
+    assert_eq!(token_with(&h, &a, None).await.status, 401);
+    let served = h.state.served.load_full().expect("served");
+    let report = format!("{:?}", served.snapshot.report().with_problems());
+    assert!(
+        report.contains("spec.jwksRef.secretRef.key") && report.contains("private key"),
+        "{report}"
+    );
+}
