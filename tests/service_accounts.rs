@@ -26,6 +26,21 @@ apiVersion: tessera.dev/v1alpha1
 kind: Credential
 metadata: {name: ledger-sync}
 spec: {clientId: ledger-sync, policyRef: {name: workloads}, acl: [ledger], serviceAccount: {name: ledger-sync}}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: AuthPolicy
+metadata: {name: reviewed}
+spec: {signingAlgorithm: ES256, clientAuthMethods: [private_key_jwt], serviceAccountVerification: TokenReview}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: Credential
+metadata: {name: reviewed-job}
+spec: {clientId: reviewed-job, policyRef: {name: reviewed}, acl: [ledger], serviceAccount: {name: reviewed-job}}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: Credential
+metadata: {name: keys-only-job}
+spec: {clientId: keys-only-job, policyRef: {name: workloads}, acl: [ledger], serviceAccount: {name: keys-only-job}}
 "#
 }
 
@@ -58,6 +73,15 @@ async fn service_account(cluster: &Cluster, ns: &str, name: &str) {
         .request(req)
         .await
         .expect("create ServiceAccount");
+}
+
+/// A client_credentials request with `t` as the assertion, no client_id.
+fn assertion(t: &str) -> [(&'static str, &str); 3] {
+    [
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", TYPE),
+        ("client_assertion", t),
+    ]
 }
 
 async fn token(http: &reqwest::Client, r: &Replica, form: &[(&str, &str)]) -> Answer {
@@ -103,6 +127,8 @@ async fn a_service_account_token_authenticates_the_credential_that_binds_it() {
         (&app, "ledger-sync"),
         (&app, "stranger"),
         (&other, "ledger-sync"),
+        (&app, "reviewed-job"),
+        (&app, "keys-only-job"),
     ] {
         service_account(&cluster, ns, sa).await;
     }
@@ -218,5 +244,48 @@ async fn a_service_account_token_authenticates_the_credential_that_binds_it() {
     )
     .await;
     assert_eq!(both.status, 400, "{}", both.body);
+
+    // TokenReview (the policy's choice) against the keys alone: the ServiceAccount is deleted;
+    // its tokens still carry a valid signature until they expire.
+    let reviewed = sa_token(&cluster, &app, "reviewed-job", ISSUER).await;
+    let keys_only = sa_token(&cluster, &app, "keys-only-job", ISSUER).await;
+    for t in [&reviewed, &keys_only] {
+        assert_eq!(token(&http, &replica, &assertion(t)).await.status, 200);
+    }
+    for sa in ["reviewed-job", "keys-only-job"] {
+        let req = http::Request::delete(format!("/api/v1/namespaces/{app}/serviceaccounts/{sa}"))
+            .body(Vec::new())
+            .expect("request");
+        let _: Value = cluster
+            .admin
+            .request(req)
+            .await
+            .expect("delete ServiceAccount");
+    }
+    // The API server caches a successful token authentication for 10 s: the refusal comes
+    // within that.
+    let mut r = token(&http, &replica, &assertion(&reviewed)).await;
+    let deleted = std::time::Instant::now();
+    while r.status == 200 && deleted.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r = token(&http, &replica, &assertion(&reviewed)).await;
+    }
+    eprintln!(
+        "TokenReview refused the deleted ServiceAccount's token after {:?}",
+        deleted.elapsed()
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(
+        r.body["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("TokenReview")),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        token(&http, &replica, &assertion(&keys_only)).await.status,
+        200,
+        "the keys alone cannot tell a deleted ServiceAccount (the README says so)"
+    );
     cluster.cleanup().await;
 }

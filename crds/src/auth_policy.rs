@@ -81,6 +81,12 @@ pub struct AuthPolicySpec {
     /// `tls_client_auth`, instead of the token server's global `--tls-client-ca`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ca: Option<ClientCaRef>,
+    /// How ServiceAccount tokens of this policy's clients (Credential `serviceAccount`) are
+    /// verified: `JWKS` (default: the cluster issuer's keys, no API request per token) or
+    /// `TokenReview` (also asks the API server, which refuses tokens of deleted pods and
+    /// ServiceAccounts; one API request per token).
+    #[serde(default)]
+    pub service_account_verification: ServiceAccountVerification,
     /// Token requests per second each client of this policy may make (a Credential's own
     /// `rateLimit` overrides it). Past it: 429 with `Retry-After`. Default: unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,6 +154,17 @@ pub enum TokenType {
     /// Opaque token, checked through introspection (RFC 7662).
     #[serde(rename = "OAuth2")]
     OAuth2,
+}
+
+/// How ServiceAccount tokens are verified.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ServiceAccountVerification {
+    /// Against the cluster issuer's published keys.
+    #[default]
+    #[serde(rename = "JWKS")]
+    Jwks,
+    /// The keys, then a TokenReview by the API server.
+    TokenReview,
 }
 
 /// Who the clients of a policy are.

@@ -174,6 +174,14 @@ pub trait ServiceAccountVerifier: Send + Sync {
         &'a self,
         token: &'a str,
     ) -> futures::future::BoxFuture<'a, Result<ServiceAccountId, String>>;
+
+    /// Asks the API server whether `token` still authenticates `id` (TokenReview): refuses
+    /// tokens of deleted pods and ServiceAccounts, which the keys alone cannot tell.
+    fn review<'a>(
+        &'a self,
+        token: &'a str,
+        id: &'a ServiceAccountId,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>>;
 }
 
 /// The clock requests use; tests move it.

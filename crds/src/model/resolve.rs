@@ -375,6 +375,8 @@ fn resolve_policies<'a>(
             token_management: s.token_management.clone(),
             client_ca: ca,
             limits: Limits::from_spec(s.rate_limit.as_ref(), s.quota.as_ref()),
+            token_review: s.service_account_verification
+                == crate::auth_policy::ServiceAccountVerification::TokenReview,
         };
         policies.insert(key(&p.metadata), Arc::new(policy));
     }

@@ -200,6 +200,8 @@ pub struct Policy {
     pub client_ca: ClientCa,
     /// Token-request limits of its clients (a Credential may override them).
     pub limits: Limits,
+    /// ServiceAccount tokens of its clients also go through a TokenReview.
+    pub token_review: bool,
 }
 
 /// How many tokens a client may request: per second (a bucket) and per UTC day.

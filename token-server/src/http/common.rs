@@ -149,7 +149,7 @@ async fn service_account(
     };
     let token = creds.secret.as_deref().unwrap_or_default();
     let verified = verifier.verify(token).await;
-    let verdict = verified.map_err(invalid).and_then(|id| {
+    let mut verdict = verified.map_err(invalid).and_then(|id| {
         crate::auth::service_account_client(
             served.service_account_clients.get(&id),
             &creds.client_id,
@@ -157,6 +157,13 @@ async fn service_account(
         )
         .map(|a| (id, a))
     });
+    // The policy may also want the API server's word (TokenReview) for each token.
+    if let Ok((id, a)) = &verdict
+        && a.client.policy.token_review
+        && let Err(why) = verifier.review(token, id).await
+    {
+        verdict = Err(invalid(why));
+    }
     let principal_name = match &verdict {
         Ok((id, _)) => format!("serviceaccount:{}/{}", id.namespace, id.name),
         Err(_) => "serviceaccount:unverified".to_owned(),

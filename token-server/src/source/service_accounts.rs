@@ -88,6 +88,45 @@ impl ClusterIssuer {
         Ok(())
     }
 
+    /// One TokenReview: the API server authenticates the token (a bound token of a deleted pod,
+    /// or of a deleted ServiceAccount, fails) for our audience, and must name `id`.
+    async fn token_review(&self, token: &str, id: &ServiceAccountId) -> Result<(), String> {
+        let not = |why: &str| format!("the ServiceAccount token is not accepted: {why}");
+        let body = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": [self.audience]},
+        });
+        let req = http::Request::post("/apis/authentication.k8s.io/v1/tokenreviews")
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        let v = match tokio::time::timeout(
+            FETCH_TIMEOUT,
+            self.client.request::<serde_json::Value>(req),
+        )
+        .await
+        {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "TokenReview failed");
+                return Err(not("the API server could not review it right now; retry"));
+            }
+            Err(_) => return Err(not("the API server's TokenReview timed out; retry")),
+        };
+        let status = &v["status"];
+        if status["authenticated"] != serde_json::Value::Bool(true) {
+            return Err(not(
+                "the API server's TokenReview refuses it (its pod or ServiceAccount is gone, or it was revoked)",
+            ));
+        }
+        let expected = format!("system:serviceaccount:{}:{}", id.namespace, id.name);
+        if status["user"]["username"].as_str() != Some(expected.as_str()) {
+            return Err(not("the TokenReview names another user"));
+        }
+        Ok(())
+    }
+
     async fn verify_token(&self, token: &str) -> Result<ServiceAccountId, String> {
         let not = |why: &str| format!("the ServiceAccount token is not accepted: {why}");
         if token.len() > MAX_LEN {
@@ -172,5 +211,13 @@ impl ClusterIssuer {
 impl ServiceAccountVerifier for ClusterIssuer {
     fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<ServiceAccountId, String>> {
         Box::pin(self.verify_token(token))
+    }
+
+    fn review<'a>(
+        &'a self,
+        token: &'a str,
+        id: &'a ServiceAccountId,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.token_review(token, id))
     }
 }
