@@ -204,6 +204,9 @@ pub struct CredentialStatus {
     /// Name of the Secret holding `client_id`, `client_secret` and `token_endpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// The ServiceAccount (`namespace/name`) whose tokens authenticate this client, if bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
     /// Verifiers of the secrets that currently authenticate, published for token servers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_verifiers: Vec<PublishedVerifier>,

@@ -8,7 +8,7 @@
 
 use futures::StreamExt as _;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
@@ -78,6 +78,8 @@ pub struct WatchCaches {
     pub secrets: Vec<Store<Secret>>,
     /// ConfigMaps (empty unless asked for).
     pub config_maps: Vec<Store<ConfigMap>>,
+    /// ServiceAccounts, per namespace (with `secrets_and_config_maps`: the operator).
+    pub service_accounts: Option<Vec<Store<ServiceAccount>>>,
     /// The keys Secret alone, by field selector.
     pub keys: Store<Secret>,
     /// The policy-data Secret alone (see [`tessera_crds::policy_data`]).
@@ -102,7 +104,7 @@ pub struct Watched<'a> {
     pub keys_namespace: &'a str,
     /// Name of the keys Secret.
     pub keys_secret: &'a str,
-    /// Also every Secret and ConfigMap of the namespaces.
+    /// Also every Secret, ConfigMap and ServiceAccount of the namespaces (the operator).
     pub secrets_and_config_maps: bool,
 }
 
@@ -227,13 +229,14 @@ impl WatchCaches {
     pub fn start(client: &Client, w: Watched<'_>, changed: &Arc<Changes>) -> Self {
         let mut tasks = Vec::new();
         let ns = w.namespaces;
-        let (secrets, config_maps) = if w.secrets_and_config_maps {
+        let (secrets, config_maps, service_accounts) = if w.secrets_and_config_maps {
             (
                 per_namespace(client, ns, changed, &mut tasks),
                 per_namespace(client, ns, changed, &mut tasks),
+                Some(per_namespace(client, ns, changed, &mut tasks)),
             )
         } else {
-            (Vec::new(), Vec::new())
+            (Vec::new(), Vec::new(), None)
         };
         let keys = cache(
             Api::<Secret>::namespaced(client.clone(), w.keys_namespace),
@@ -258,6 +261,7 @@ impl WatchCaches {
             roles: per_namespace(client, ns, changed, &mut tasks),
             secrets,
             config_maps,
+            service_accounts,
             keys,
             tasks,
         }
@@ -283,6 +287,9 @@ impl WatchCaches {
         for s in &self.config_maps {
             let _ = s.wait_until_ready().await;
         }
+        for s in self.service_accounts.iter().flatten() {
+            let _ = s.wait_until_ready().await;
+        }
         let _ = self.keys.wait_until_ready().await;
         let _ = self.policy_data.wait_until_ready().await;
     }
@@ -296,6 +303,7 @@ impl WatchCaches {
             roles: all(&self.roles),
             secrets: all(&self.secrets),
             config_maps: all(&self.config_maps),
+            service_accounts: self.service_accounts.as_ref().map(|stores| all(stores)),
         }
     }
 

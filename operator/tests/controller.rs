@@ -1194,3 +1194,70 @@ async fn a_lapsed_lease_stops_every_write_of_a_pass() {
     assert_eq!((r.errors, r.deferred), (0, 0), "{r:?}");
     assert!(env.object(SECRETS, "late-client").await.is_some());
 }
+
+/// A Credential bound to a ServiceAccount gets no generated Secret, shows the binding, and is
+/// `ServiceAccountNotFound` until the ServiceAccount exists.
+#[tokio::test]
+async fn a_service_account_binding_needs_no_secret_and_reports_a_missing_account() {
+    let env = env().await;
+    apply_yaml(
+        &env,
+        r#"
+apiVersion: tessera.dev/v1alpha1
+kind: AuthPolicy
+metadata: {name: workloads}
+spec: {clientAuthMethods: [private_key_jwt]}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: ApiProxy
+metadata: {name: ledger}
+spec: {audience: "https://ledger", basePath: /ledger}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: Credential
+metadata: {name: job}
+spec: {policyRef: {name: workloads}, acl: [ledger], serviceAccount: {name: job-runner}}
+"#,
+    )
+    .await;
+    until(&env, "the Credential", |w| w.set.credentials.len() == 1).await;
+    env.op.pass().await;
+    env.op.pass().await;
+    let c = env.object(CREDS, "job").await.expect("credential");
+    assert_eq!(
+        ready(&c),
+        ("False".into(), "ServiceAccountNotFound".into()),
+        "{c}"
+    );
+    assert_eq!(
+        c["status"]["serviceAccount"],
+        format!("{}/job-runner", env.ns)
+    );
+    assert!(
+        env.object(SECRETS, "job-client").await.is_none(),
+        "no secret for it"
+    );
+    let req = http::Request::post(format!("/api/v1/namespaces/{}/serviceaccounts", env.ns))
+        .header("content-type", "application/json")
+        .body(
+            serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "job-runner"}}))
+                .expect("json"),
+        )
+        .expect("request");
+    let _: Value = env
+        .client
+        .request(req)
+        .await
+        .expect("create ServiceAccount");
+    let mut state = ready(&c);
+    for _ in 0..100 {
+        env.op.pass().await;
+        state = ready(&env.object(CREDS, "job").await.expect("credential"));
+        if state.0 == "True" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state.0, "True", "{state:?}");
+    assert!(env.object(SECRETS, "job-client").await.is_none());
+}

@@ -92,6 +92,8 @@ pub enum Reason {
     /// A Secret with the name the operator generates into exists and is not the operator's; it
     /// is never overwritten.
     SecretConflict,
+    /// The ServiceAccount a Credential binds does not exist (the operator watches them).
+    ServiceAccountNotFound,
 }
 
 impl Reason {
@@ -114,6 +116,7 @@ impl Reason {
             Reason::Expired => "Expired",
             Reason::Disabled => "Disabled",
             Reason::SecretConflict => "SecretConflict",
+            Reason::ServiceAccountNotFound => "ServiceAccountNotFound",
         }
     }
 }

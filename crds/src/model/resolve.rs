@@ -34,6 +34,9 @@ pub struct ResourceSet {
     pub secrets: Vec<Arc<Secret>>,
     /// ConfigMaps: CA bundles.
     pub config_maps: Vec<Arc<k8s_openapi::api::core::v1::ConfigMap>>,
+    /// ServiceAccounts, when the caller watches them (the operator): a Credential binding a
+    /// missing one is reported. `None`: not known (the token server, a folder), not checked.
+    pub service_accounts: Option<Vec<Arc<k8s_openapi::api::core::v1::ServiceAccount>>>,
 }
 
 impl ResourceSet {
@@ -777,6 +780,13 @@ fn credential_client<'a>(
         generated_name: credential_secret_name(name),
         field: "spec.secretRef",
     };
+    if let (Some(sa), Some(all)) = (&s.service_account, &set.service_accounts)
+        && !all
+            .iter()
+            .any(|a| key(&a.metadata) == (ns, sa.name.as_str()))
+    {
+        cx.report.add(&r, Reason::ServiceAccountNotFound, "spec.serviceAccount.name", format!("ServiceAccount {} not found in namespace {ns}; create it (its pods' projected tokens authenticate this client)", sa.name));
+    }
     if s.service_account.is_some() && !policy.allows_auth(ClientAuthMethod::PrivateKeyJwt) {
         cx.report.add(&r, Reason::Invalid, "spec.serviceAccount", format!("AuthPolicy {policy_name} does not accept jwt-bearer assertions, so this ServiceAccount's tokens authenticate nothing; add private_key_jwt to its clientAuthMethods"));
     }
@@ -785,7 +795,16 @@ fn credential_client<'a>(
     let jwks = credential_jwks(cx, set, &r, s);
     let keyed = (jwks.is_some() || s.service_account.is_some())
         && policy.allows_auth(ClientAuthMethod::PrivateKeyJwt);
-    let verifiers = if policy.uses_secrets() {
+    // Declared keys or a ServiceAccount, and no secretRef: no secret is generated for it.
+    let secretless = s.secret_ref.is_none()
+        && (jwks.is_some() || s.jwks_ref.is_some() || s.service_account.is_some());
+    if secretless && !keyed && s.mtls.is_none() {
+        cx.report.add(&r, Reason::Invalid, "spec.policyRef", format!("this Credential proves itself with keys or its ServiceAccount and has no secret, but AuthPolicy {policy_name} does not accept private_key_jwt; add it to the policy's clientAuthMethods"));
+        return None;
+    }
+    let verifiers = if secretless {
+        Vec::new()
+    } else if policy.uses_secrets() {
         match cx.verifiers(&r, src) {
             Some(v) => v,
             // A certificate-bound client of a policy that also accepts certificates can still

@@ -20,7 +20,7 @@ pub(super) fn plan(
     let now = pass.now;
     let mut credentials = Vec::with_capacity(all.len());
     for c in all {
-        let (_, name) = ns_name(&c.metadata);
+        let (ns, name) = ns_name(&c.metadata);
         let old = c.status.clone().unwrap_or_default();
         let mut p = Pending::new(
             Kind::Credential,
@@ -49,7 +49,16 @@ pub(super) fn plan(
         {
             pass.plan.wake_at(t);
         }
+        status.service_account = c
+            .spec
+            .service_account
+            .as_ref()
+            .map(|sa| format!("{ns}/{}", sa.name));
+        // A client that proves itself with keys or its ServiceAccount gets no generated secret.
+        let secretless =
+            c.spec.service_account.is_some() || c.spec.jwks.is_some() || c.spec.jwks_ref.is_some();
         match (&c.spec.secret_ref, client_id) {
+            (None, _) if secretless => {}
             (Some(r), _) => {
                 status.secret_name = Some(r.name.clone());
                 status.secret_verifiers = pass.referenced(&p, r);

@@ -272,6 +272,7 @@ pub fn plan(
             .cloned()
             .collect(),
         config_maps: set.config_maps.clone(),
+        service_accounts: set.service_accounts.clone(),
     };
     let snapshot = resolve(&model_set, key, now);
     let mut plan = pass.plan;
