@@ -132,6 +132,23 @@ const BAD: &[(&str, &str, &str)] = &[
     ("Credential", "{policyRef: {name: p}, mtls: {}}", "mtls"),
     (
         "Credential",
+        "{policyRef: {name: p}, jwksRef: {secretRef: {name: a}, configMapRef: {name: b}}}",
+        "jwksRef",
+    ),
+    // Ranges of the limits and the key types of a JWKS.
+    (
+        "AuthPolicy",
+        "{rateLimit: {requestsPerSecond: 0}}",
+        "requestsPerSecond",
+    ),
+    ("AuthPolicy", "{quota: {tokensPerDay: 0}}", "tokensPerDay"),
+    (
+        "Credential",
+        "{policyRef: {name: p}, jwks: {keys: [{kty: oct, x: AAAA}]}}",
+        "kty",
+    ),
+    (
+        "Credential",
         "{policyRef: {name: p}, secretRef: {name: s}, rotation: {interval: 24h}}",
         "rotation",
     ),

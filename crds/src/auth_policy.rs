@@ -110,28 +110,11 @@ pub struct ClientCaRef {
     pub config_map_ref: Option<CaKeyRef>,
 }
 
-/// A key of a Secret or ConfigMap.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CaKeyRef {
-    /// Name of the object, in this object's namespace.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
-    pub name: String,
-    /// Key holding the PEM bundle. Default: `ca.crt`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
-    pub key: Option<String>,
-}
+/// A key of a Secret or ConfigMap holding a CA bundle (default key `ca.crt`).
+pub type CaKeyRef = crate::common::DataKeyRef;
 
-impl CaKeyRef {
-    /// The key to read, with its default.
-    pub fn key_or_default(&self) -> &str {
-        self.key.as_deref().unwrap_or("ca.crt")
-    }
-}
+/// The key a CA bundle is read from when `key` is not given.
+pub const DEFAULT_CA_KEY: &str = "ca.crt";
 
 fn default_grant_types() -> Vec<GrantType> {
     vec![GrantType::ClientCredentials]

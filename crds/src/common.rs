@@ -85,3 +85,26 @@ pub struct Quota {
     #[schemars(range(min = 1, max = 1000000000))]
     pub tokens_per_day: i64,
 }
+
+/// A key of a Secret or ConfigMap in the same namespace (a CA bundle, a JWKS).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DataKeyRef {
+    /// Name of the object, in this object's namespace.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Key holding the value. Default: `ca.crt` for a CA bundle, `jwks.json` for a JWKS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: Option<String>,
+}
+
+impl DataKeyRef {
+    /// The key to read, or `default`.
+    pub fn key_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.key.as_deref().unwrap_or(default)
+    }
+}

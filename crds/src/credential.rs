@@ -276,36 +276,17 @@ pub struct Jwk {
 }
 
 /// Where a JWKS is: one key of a Secret or of a ConfigMap in the Credential's namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.configMapRef)").message("jwksRef: set exactly one of secretRef, configMapRef"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JwksRef {
     /// A Secret holding the JWKS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_ref: Option<JwksKeyRef>,
+    pub secret_ref: Option<crate::common::DataKeyRef>,
     /// A ConfigMap holding the JWKS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_map_ref: Option<JwksKeyRef>,
+    pub config_map_ref: Option<crate::common::DataKeyRef>,
 }
 
-/// A key of a Secret or ConfigMap holding a JWKS.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct JwksKeyRef {
-    /// Name of the object, in the Credential's namespace.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
-    pub name: String,
-    /// The key holding the JWKS. Default: `jwks.json`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
-    pub key: Option<String>,
-}
-
-impl JwksKeyRef {
-    /// The key to read, with its default.
-    pub fn key_or_default(&self) -> &str {
-        self.key.as_deref().unwrap_or("jwks.json")
-    }
-}
+/// The key a JWKS is read from when `key` is not given.
+pub const DEFAULT_JWKS_KEY: &str = "jwks.json";

@@ -438,13 +438,13 @@ fn client_ca(
             "spec.clientCa.secretRef",
             "Secret",
             sr.name.as_str(),
-            sr.key_or_default(),
+            sr.key_or(crate::auth_policy::DEFAULT_CA_KEY),
         ),
         (None, Some(cr)) => (
             "spec.clientCa.configMapRef",
             "ConfigMap",
             cr.name.as_str(),
-            cr.key_or_default(),
+            cr.key_or(crate::auth_policy::DEFAULT_CA_KEY),
         ),
         (None, None) => return ClientCa::Unavailable,
     };
@@ -526,7 +526,10 @@ fn credential_jwks(
         (None, Some(k)) => ("spec.jwksRef.configMapRef", "ConfigMap", k),
         (None, None) => return None,
     };
-    let (name, key) = (kr.name.as_str(), kr.key_or_default());
+    let (name, key) = (
+        kr.name.as_str(),
+        kr.key_or(crate::credential::DEFAULT_JWKS_KEY),
+    );
     let ns = r.namespace.to_string();
     match referenced_value(cx, set, &ns, what == "Secret", name, key) {
         None => {
