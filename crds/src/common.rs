@@ -16,30 +16,9 @@ pub struct LocalRef {
     pub name: String,
 }
 
-/// A key in a Secret in the same namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SecretKeyRef {
-    /// Name of the Secret, in this object's namespace.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
-    pub name: String,
-    /// Key in the Secret's data. Default: `client_secret`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
-    pub key: Option<String>,
-}
-
-impl SecretKeyRef {
-    /// The key to read, with its default.
-    pub fn key_or_default(&self) -> &str {
-        self.key
-            .as_deref()
-            .unwrap_or(crate::secret::CLIENT_SECRET_KEY)
-    }
-}
+/// A key in a Secret in the same namespace holding a client secret (default key
+/// `client_secret`).
+pub type SecretKeyRef = DataKeyRef;
 
 /// A client-secret verifier the operator publishes in status, so that token servers can check
 /// secrets without reading any Secret (least privilege). See [`crate::secret`].
@@ -96,7 +75,8 @@ pub struct DataKeyRef {
         regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     )]
     pub name: String,
-    /// Key holding the value. Default: `ca.crt` for a CA bundle, `jwks.json` for a JWKS.
+    /// Key holding the value. Default: `client_secret` for a client secret, `ca.crt` for a CA
+    /// bundle, `jwks.json` for a JWKS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub key: Option<String>,

@@ -167,7 +167,11 @@ impl<'a> Ctx<'a> {
             }
         }
         let (name, data_key, referenced) = match src.secret_ref {
-            Some(sr) => (sr.name.clone(), sr.key_or_default().to_owned(), true),
+            Some(sr) => (
+                sr.name.clone(),
+                sr.key_or(CLIENT_SECRET_KEY).to_owned(),
+                true,
+            ),
             None => (
                 src.generated_name.clone(),
                 CLIENT_SECRET_KEY.to_owned(),

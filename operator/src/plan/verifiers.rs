@@ -65,7 +65,7 @@ impl Pass<'_> {
         let v = self
             .index
             .get(&(ns, r.name.as_str()))
-            .and_then(|s| secret_value(s, r.key_or_default()))
+            .and_then(|s| secret_value(s, r.key_or(tessera_crds::secret::CLIENT_SECRET_KEY)))
             .filter(|v| !v.is_empty());
         verifiers(
             self.key,
