@@ -505,3 +505,35 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> Answer {
         },
     }
 }
+
+/// A TokenRequest token for `ns/sa` with `audience` (what a projected volume mounts).
+pub async fn sa_token(cluster: &Cluster, ns: &str, sa: &str, audience: &str) -> String {
+    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"audiences": [audience], "expirationSeconds": 3600}});
+    let req = http::Request::post(format!(
+        "/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token"
+    ))
+    .header("content-type", "application/json")
+    .body(serde_json::to_vec(&body).expect("json"))
+    .expect("request");
+    let v: Value = cluster.admin.request(req).await.expect("TokenRequest");
+    v["status"]["token"].as_str().expect("token").to_owned()
+}
+
+/// Creates the ServiceAccount `ns/name`.
+pub async fn service_account(cluster: &Cluster, ns: &str, name: &str) {
+    let req = http::Request::post(format!("/api/v1/namespaces/{ns}/serviceaccounts"))
+        .header("content-type", "application/json")
+        .body(
+            serde_json::to_vec(
+                &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}),
+            )
+            .expect("json"),
+        )
+        .expect("request");
+    let _: Value = cluster
+        .admin
+        .request(req)
+        .await
+        .expect("create ServiceAccount");
+}

@@ -3,7 +3,7 @@
 //! verifies it against the cluster's service-account issuer; the token it issues is checked
 //! against the published JWKS with jsonwebtoken.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::Duration;
 use tessera_e2e::*;
 
@@ -42,37 +42,6 @@ kind: Credential
 metadata: {name: keys-only-job}
 spec: {clientId: keys-only-job, policyRef: {name: workloads}, acl: [ledger], serviceAccount: {name: keys-only-job}}
 "#
-}
-
-/// A TokenRequest token for `ns/sa` with `audience` (what a projected volume mounts).
-async fn sa_token(cluster: &Cluster, ns: &str, sa: &str, audience: &str) -> String {
-    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"audiences": [audience], "expirationSeconds": 600}});
-    let req = http::Request::post(format!(
-        "/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token"
-    ))
-    .header("content-type", "application/json")
-    .body(serde_json::to_vec(&body).expect("json"))
-    .expect("request");
-    let v: Value = cluster.admin.request(req).await.expect("TokenRequest");
-    v["status"]["token"].as_str().expect("token").to_owned()
-}
-
-async fn service_account(cluster: &Cluster, ns: &str, name: &str) {
-    let req = http::Request::post(format!("/api/v1/namespaces/{ns}/serviceaccounts"))
-        .header("content-type", "application/json")
-        .body(
-            serde_json::to_vec(
-                &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}),
-            )
-            .expect("json"),
-        )
-        .expect("request");
-    let _: Value = cluster
-        .admin
-        .request(req)
-        .await
-        .expect("create ServiceAccount");
 }
 
 /// A client_credentials request with `t` as the assertion, no client_id.

@@ -7,7 +7,7 @@
 //! **tokens per token-server CPU-second** (user+system from /proc/PID/stat) for 32 clients.
 
 use base64::Engine as _;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -87,29 +87,6 @@ async fn request(http: &reqwest::Client, url: &str, m: &Method, n: u64) -> bool 
         .send()
         .await
         .is_ok_and(|r| r.status() == 200)
-}
-
-async fn sa_token(cluster: &Cluster, ns: &str, sa: &str) -> String {
-    let create = http::Request::post(format!("/api/v1/namespaces/{ns}/serviceaccounts"))
-        .header("content-type", "application/json")
-        .body(
-            serde_json::to_vec(
-                &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}}),
-            )
-            .expect("json"),
-        )
-        .expect("request");
-    let _: Value = cluster.admin.request(create).await.expect("ServiceAccount");
-    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"audiences": [ISSUER], "expirationSeconds": 3600}});
-    let req = http::Request::post(format!(
-        "/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token"
-    ))
-    .header("content-type", "application/json")
-    .body(serde_json::to_vec(&body).expect("json"))
-    .expect("request");
-    let v: Value = cluster.admin.request(req).await.expect("TokenRequest");
-    v["status"]["token"].as_str().expect("token").to_owned()
 }
 
 fn main() {
@@ -206,8 +183,11 @@ spec: {{clientId: sa-reviewed, policyRef: {{name: reviewed}}, acl: [ledger], ser
     {
         create(&cluster.admin, &app, r).await;
     }
-    let sa_jwks = sa_token(&cluster, &app, "sa-jwks").await;
-    let sa_reviewed = sa_token(&cluster, &app, "sa-reviewed").await;
+    for sa in ["sa-jwks", "sa-reviewed"] {
+        service_account(&cluster, &app, sa).await;
+    }
+    let sa_jwks = sa_token(&cluster, &app, "sa-jwks", ISSUER).await;
+    let sa_reviewed = sa_token(&cluster, &app, "sa-reviewed", ISSUER).await;
     let kc = cluster.admin_kubeconfig();
     let _operator = spawn(
         &cluster,
