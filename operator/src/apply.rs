@@ -79,11 +79,6 @@ impl Applier {
         self.leadership = leadership;
     }
 
-    /// The leadership writes are checked against.
-    pub fn leadership(&self) -> &Leadership {
-        &self.leadership
-    }
-
     /// The client writes go through (for reads the write path needs, such as re-reading the
     /// key set after a conflict).
     pub fn client(&self) -> &Client {

@@ -43,14 +43,14 @@ pub async fn authenticate_client(
     token_request: bool,
 ) -> Result<crate::auth::Authenticated, crate::error::OAuthError> {
     let creds = client_auth::read(&req.headers, &req.params, req.peer.is_some())?;
+    if creds.presented == crate::auth::Presented::ServiceAccount {
+        return service_account(st, served, req, &creds, now, token_request).await;
+    }
     let audiences = if creds.presented == crate::auth::Presented::Assertion {
         assertion_audiences(&st.config.issuer)
     } else {
         Vec::new()
     };
-    if creds.presented == crate::auth::Presented::ServiceAccount {
-        return service_account(st, served, req, &creds, now, token_request).await;
-    }
     let (mut verdict, mut outcome) = crate::auth::authenticate(crate::auth::AuthInput {
         snapshot: &served.snapshot,
         keys: &served.keys,
@@ -75,19 +75,38 @@ pub async fn authenticate_client(
             });
         }
     }
-    // A token request of a client with limits spends one of them, in the same step.
+    admit(
+        st,
+        &creds.client_id,
+        req.addr,
+        outcome,
+        verdict,
+        token_request,
+    )
+    .await
+}
+
+/// Counts an authentication under `principal` against the guessing budgets and, for a token
+/// request of a client with limits, spends one of them: in one step, so a refused attempt is
+/// 429 whatever the secret was (it tells a guesser nothing). Then finishes the verdict.
+async fn admit(
+    st: &AppState,
+    principal: &str,
+    addr: Option<std::net::IpAddr>,
+    outcome: crate::store::Outcome,
+    verdict: Result<crate::auth::Authenticated, crate::error::OAuthError>,
+    token_request: bool,
+) -> Result<crate::auth::Authenticated, crate::error::OAuthError> {
     let limited = verdict
         .as_ref()
         .ok()
         .filter(|a| token_request && !a.client.limits.is_unlimited());
     let limits = limited.map(|a| (a.client.client_id.as_str(), &a.client.limits));
-    // Checked and counted in one step (see `crate::lockout`): a refused attempt is 429 whatever
-    // the secret was, so it tells a guesser nothing.
     let admitted = st
         .store
         .client_attempt(
-            crate::lockout::Principal::Client(&creds.client_id),
-            req.addr,
+            crate::lockout::Principal::Client(principal),
+            addr,
             outcome,
             limits,
         )
@@ -164,7 +183,7 @@ async fn service_account(
     {
         verdict = Err(invalid(why));
     }
-    let principal_name = match &verdict {
+    let principal = match &verdict {
         Ok((id, _)) => format!("serviceaccount:{}/{}", id.namespace, id.name),
         Err(_) => "serviceaccount:unverified".to_owned(),
     };
@@ -173,43 +192,15 @@ async fn service_account(
     } else {
         crate::store::Outcome::Failed
     };
-    let limits = verdict
-        .as_ref()
-        .ok()
-        .filter(|(_, a)| token_request && !a.client.limits.is_unlimited())
-        .map(|(_, a)| (a.client.client_id.as_str(), &a.client.limits));
-    let remaining = match st
-        .store
-        .client_attempt(
-            crate::lockout::Principal::Client(&principal_name),
-            req.addr,
-            outcome,
-            limits,
-        )
-        .await?
-    {
-        Ok(r) => limits.map(|_| r),
-        Err(crate::store::Refusal::Guessing(r)) => {
-            return Err(crate::error::OAuthError::TooManyRequests {
-                retry_after: r.retry_after,
-            });
-        }
-        Err(crate::store::Refusal::Limited(l)) => {
-            let policy = verdict.as_ref().map_or_else(
-                |_| String::new(),
-                |(_, a)| crate::store::limits::policy_header(&a.client.limits),
-            );
-            return Err(crate::error::OAuthError::RateLimited {
-                retry_after: l.retry_after,
-                limit: l.over.label(),
-                policy,
-            });
-        }
-    };
-    let (_, mut client) = verdict?;
-    client.remaining = remaining;
-    st.metrics.record_auth(client.method);
-    Ok(client)
+    admit(
+        st,
+        &principal,
+        req.addr,
+        outcome,
+        verdict.map(|(_, a)| a),
+        token_request,
+    )
+    .await
 }
 
 /// What a client assertion's `aud` may name: the issuer, or any endpoint URL of this server.

@@ -248,11 +248,6 @@ impl Store {
         }
     }
 
-    /// Entries this replica tracks in memory (for metrics; the shared ones live in Redis).
-    pub fn tracked(&self) -> usize {
-        self.lockout.tracked() + self.revocations.len()
-    }
-
     fn fell_back(&self, op: &'static str) -> Result<(), StoreError> {
         self.metrics.error(op);
         match self.fallback {
