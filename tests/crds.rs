@@ -135,6 +135,16 @@ const BAD: &[(&str, &str, &str)] = &[
         "{policyRef: {name: p}, jwksRef: {secretRef: {name: a}, configMapRef: {name: b}}}",
         "jwksRef",
     ),
+    (
+        "Credential",
+        "{policyRef: {name: p}, jwksUri: 'http://keys.example.com/jwks'}",
+        "jwksUri",
+    ),
+    (
+        "Credential",
+        "{policyRef: {name: p}, jwksUri: 'https://k.example.com/j', jwksRef: {secretRef: {name: a}}}",
+        "jwksUri",
+    ),
     // Ranges of the limits and the key types of a JWKS.
     (
         "AuthPolicy",

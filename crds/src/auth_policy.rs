@@ -87,6 +87,12 @@ pub struct AuthPolicySpec {
     /// ServiceAccounts; one API request per token).
     #[serde(default)]
     pub service_account_verification: ServiceAccountVerification,
+    /// A Credential's `jwksUri` may name a loopback, private (RFC 1918, ULA), link-local,
+    /// shared (100.64/10) or cluster-internal (`*.svc`, `*.cluster.local`, single-label) host.
+    /// Off by default: the token server would otherwise fetch whatever a Credential's author
+    /// points it at inside the cluster (server-side request forgery). Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_internal_jwks_uri: bool,
     /// Token requests per second each client of this policy may make (a Credential's own
     /// `rateLimit` overrides it). Past it: 429 with `Retry-After`. Default: unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -461,6 +461,35 @@ pub fn role(obj: &Role) -> Vec<FieldProblem> {
     p.0
 }
 
+/// Checks a `jwksUri`: `https://`, a host, no user info, no fragment, at most 2048 bytes. Which
+/// addresses it may reach is the token server's check, at fetch time.
+pub fn jwks_uri(u: &str) -> Result<(), &'static str> {
+    if u.len() > 2048 {
+        return Err("a URL of at most 2048 bytes");
+    }
+    let Some(rest) = u.strip_prefix("https://") else {
+        return Err("an https:// URL: keys fetched over plain HTTP could be anyone's");
+    };
+    if u.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err("a URL without spaces or control characters");
+    }
+    if u.contains('#') {
+        return Err("a URL without a fragment (#…)");
+    }
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err("a URL without user info (user@host): put no credentials in it");
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    if host.is_empty() {
+        return Err("an https:// URL with a host, e.g. https://client.example.com/jwks.json");
+    }
+    Ok(())
+}
+
 /// Validates a Credential.
 pub fn credential(obj: &Credential) -> Vec<FieldProblem> {
     let mut p = Problems::default();
@@ -471,6 +500,17 @@ pub fn credential(obj: &Credential) -> Vec<FieldProblem> {
     limits(&mut p, s.rate_limit.as_ref(), s.quota.as_ref());
     if let Some(j) = &s.jwks {
         jwks(&mut p, j);
+    }
+    if let Some(u) = &s.jwks_uri {
+        if s.jwks.is_some() || s.jwks_ref.is_some() {
+            p.push(
+                "spec.jwksUri",
+                "give the client's public keys one way (jwks, jwksRef or jwksUri); remove the others",
+            );
+        }
+        if let Err(why) = jwks_uri(u) {
+            p.push("spec.jwksUri", why);
+        }
     }
     if let Some(r) = &s.jwks_ref {
         if s.jwks.is_some() {

@@ -552,3 +552,29 @@ fn a_jwks_reference_names_one_object() {
         &[("spec.jwksRef", "exactly one")],
     );
 }
+
+#[test]
+fn a_jwks_uri_is_https_with_a_host_and_the_only_source_of_keys() {
+    let with = |u: &str| {
+        credential(&format!(
+            "{{policyRef: {{name: p}}, clientId: c, jwksUri: '{u}'}}"
+        ))
+    };
+    expect(&with("https://keys.example.com/.well-known/jwks.json"), &[]);
+    expect(&with("https://[2001:db8::1]:8443/jwks"), &[]);
+    for (u, why) in [
+        ("http://keys.example.com/jwks", "https://"),
+        ("https:///jwks", "with a host"),
+        ("https://user:pw@keys.example.com/jwks", "user info"),
+        ("https://keys.example.com/jwks#k", "fragment"),
+        ("https://keys.example.com/a b", "spaces"),
+    ] {
+        expect(&with(u), &[("spec.jwksUri", why)]);
+    }
+    expect(
+        &credential(
+            "{policyRef: {name: p}, clientId: c, jwksUri: 'https://k.example.com/j', jwksRef: {secretRef: {name: k}}}",
+        ),
+        &[("spec.jwksUri", "one way")],
+    );
+}

@@ -155,6 +155,10 @@ pub struct ServeArgs {
     /// bound to its ServiceAccount (`--source kube`). Default: `--issuer`.
     #[arg(long, env = "TESSERA_SERVICE_ACCOUNT_AUDIENCE")]
     pub service_account_audience: Option<String>,
+    /// PEM CA certificates trusted for clients' `jwksUri`, besides the system's roots (a
+    /// private CA that signs the clients' key servers).
+    #[arg(long, env = "TESSERA_JWKS_URI_CA_FILE")]
+    pub jwks_uri_ca_file: Option<PathBuf>,
     /// Where the security state lives (spent and revoked tokens, guessing budgets): `memory`
     /// (this process; one replica, or each replica on its own) or `redis://host:6379/0`
     /// (`rediss://` for TLS), shared by every replica. The password never goes in the URL: use

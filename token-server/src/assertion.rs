@@ -113,6 +113,7 @@ fn decoding_key(k: &AssertionKey) -> Option<DecodingKey> {
 /// answers to.
 pub fn verify(
     client: &Client,
+    keys: &[AssertionKey],
     assertion: &str,
     audiences: &[String],
     now: i64,
@@ -121,7 +122,6 @@ pub fn verify(
         return Err(Refused::Signature);
     }
     let header = jsonwebtoken::decode_header(assertion).map_err(|_| Refused::Signature)?;
-    let keys = &client.assertion_keys;
     // The header's kid picks the key; without one, only a client with a single key matches.
     let key = match &header.kid {
         Some(kid) => keys.iter().find(|k| k.kid.as_deref() == Some(kid.as_str())),

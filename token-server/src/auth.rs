@@ -83,6 +83,8 @@ pub struct AuthInput<'a> {
     pub peer: Option<&'a crate::mtls::PeerCert>,
     /// The names an assertion's `aud` may use for this server: its issuer and endpoint URLs.
     pub audiences: &'a [String],
+    /// The keys a client publishes at its `jwksUri`, fetched for this request.
+    pub remote_keys: Option<&'a [tessera_crds::model::AssertionKey]>,
     /// CA verifiers of policies with their own bundle.
     pub client_cas: &'a std::collections::HashMap<
         tessera_crds::model::ObjectRef,
@@ -225,6 +227,7 @@ fn check(i: &AuthInput<'_>, outcome: &mut Outcome) -> Result<Authenticated, OAut
         };
         let verified = crate::assertion::verify(
             client,
+            i.remote_keys.unwrap_or(&client.assertion_keys),
             secret.unwrap_or_default(),
             i.audiences,
             i.now.as_second(),

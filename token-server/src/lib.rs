@@ -21,6 +21,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod mtls;
 pub mod passwords;
+pub mod remote_jwks;
 pub mod revocation;
 pub mod serve;
 pub mod source;

@@ -257,6 +257,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         state_fallback,
         state_prefix,
         service_account_audience,
+        jwks_uri_ca_file,
     } = args;
     init_logging(log_format, &log)?;
     let config = Config {
@@ -289,6 +290,24 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     tracing::info!(state = store.mode(), "security state");
     let mut state = AppState::with_store(config, store);
+    if let Some(path) = &jwks_uri_ca_file {
+        use rustls_pki_types::pem::PemObject as _;
+        let roots: Vec<rustls_pki_types::CertificateDer<'static>> =
+            rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .and_then(|i| i.collect())
+                .with_context(|| {
+                    format!("--jwks-uri-ca-file {}: PEM certificates", path.display())
+                })?;
+        anyhow::ensure!(
+            !roots.is_empty(),
+            "--jwks-uri-ca-file {}: no certificate in it",
+            path.display()
+        );
+        state.remote_jwks = std::sync::Arc::new(
+            tessera_token_server::remote_jwks::RemoteJwks::new(&roots)
+                .context("--jwks-uri-ca-file: building the TLS client")?,
+        );
+    }
 
     let api = tokio::net::TcpListener::bind(listen)
         .await

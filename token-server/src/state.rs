@@ -209,6 +209,8 @@ pub struct AppState {
     pub cluster_revocation: Option<Arc<dyn RevocationRecorder>>,
     /// Verifies ServiceAccount tokens (the kube source); `None` refuses them.
     pub service_accounts: Option<Arc<dyn ServiceAccountVerifier>>,
+    /// Fetches the keys of clients that publish them (`spec.jwksUri`).
+    pub remote_jwks: Arc<crate::remote_jwks::RemoteJwks>,
 }
 
 impl AppState {
@@ -234,6 +236,10 @@ impl AppState {
             clock: Arc::new(Timestamp::now),
             cluster_revocation: None,
             service_accounts: None,
+            remote_jwks: Arc::new(
+                crate::remote_jwks::RemoteJwks::new(&[])
+                    .expect("a TLS client with the system roots"),
+            ),
         }
     }
 

@@ -16,5 +16,7 @@ mod introspection;
 mod loopback;
 #[path = "api/reload.rs"]
 mod reload;
+#[path = "api/remote_jwks.rs"]
+mod remote_jwks;
 #[path = "api/tls.rs"]
 mod tls;

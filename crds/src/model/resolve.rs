@@ -384,6 +384,7 @@ fn resolve_policies<'a>(
             limits: Limits::from_spec(s.rate_limit.as_ref(), s.quota.as_ref()),
             token_review: s.service_account_verification
                 == crate::auth_policy::ServiceAccountVerification::TokenReview,
+            allow_internal_jwks_uri: s.allow_internal_jwks_uri,
         };
         policies.insert(key(&p.metadata), Arc::new(policy));
     }
@@ -800,11 +801,14 @@ fn credential_client<'a>(
     // A client with public keys, or bound to a ServiceAccount, under a policy that accepts
     // private_key_jwt needs no secret.
     let jwks = credential_jwks(cx, set, &r, s);
-    let keyed = (jwks.is_some() || s.service_account.is_some())
+    let keyed = (jwks.is_some() || s.jwks_uri.is_some() || s.service_account.is_some())
         && policy.allows_auth(ClientAuthMethod::PrivateKeyJwt);
     // Declared keys or a ServiceAccount, and no secretRef: no secret is generated for it.
     let secretless = s.secret_ref.is_none()
-        && (jwks.is_some() || s.jwks_ref.is_some() || s.service_account.is_some());
+        && (jwks.is_some()
+            || s.jwks_ref.is_some()
+            || s.jwks_uri.is_some()
+            || s.service_account.is_some());
     if secretless && !keyed && s.mtls.is_none() {
         cx.report.add(&r, Reason::Invalid, "spec.policyRef", format!("this Credential proves itself with keys or its ServiceAccount and has no secret, but AuthPolicy {policy_name} does not accept private_key_jwt; add it to the policy's clientAuthMethods"));
         return None;
@@ -870,6 +874,7 @@ fn credential_client<'a>(
                 .service_account
                 .as_ref()
                 .map(|sa| (ns.to_string(), sa.name.clone())),
+            jwks_uri: s.jwks_uri.as_deref().map(Arc::from),
         }),
     })
 }
@@ -962,6 +967,7 @@ fn proxy_key_client<'a>(
             limits: policy.limits,
             assertion_keys: Vec::new(),
             service_account: None,
+            jwks_uri: None,
         }),
     })
 }

@@ -120,6 +120,8 @@ pub struct Client {
     pub assertion_keys: Vec<AssertionKey>,
     /// The ServiceAccount (namespace, name) whose tokens authenticate it.
     pub service_account: Option<(String, String)>,
+    /// Where it publishes its assertion keys (`spec.jwksUri`), fetched by the token server.
+    pub jwks_uri: Option<Arc<str>>,
 }
 
 /// A public key a client signs its assertions with, and the one algorithm it signs with.
@@ -202,6 +204,8 @@ pub struct Policy {
     pub limits: Limits,
     /// ServiceAccount tokens of its clients also go through a TokenReview.
     pub token_review: bool,
+    /// Its clients' `jwksUri` may reach internal addresses.
+    pub allow_internal_jwks_uri: bool,
 }
 
 /// How many tokens a client may request: per second (a bucket) and per UTC day.

@@ -55,8 +55,10 @@ pub(super) fn plan(
             .as_ref()
             .map(|sa| format!("{ns}/{}", sa.name));
         // A client that proves itself with keys or its ServiceAccount gets no generated secret.
-        let secretless =
-            c.spec.service_account.is_some() || c.spec.jwks.is_some() || c.spec.jwks_ref.is_some();
+        let secretless = c.spec.service_account.is_some()
+            || c.spec.jwks.is_some()
+            || c.spec.jwks_ref.is_some()
+            || c.spec.jwks_uri.is_some();
         match (&c.spec.secret_ref, client_id) {
             (None, _) if secretless => {}
             (Some(r), _) => {

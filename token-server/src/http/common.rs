@@ -46,21 +46,40 @@ pub async fn authenticate_client(
     if creds.presented == crate::auth::Presented::ServiceAccount {
         return service_account(st, served, req, &creds, now, token_request).await;
     }
-    let audiences = if creds.presented == crate::auth::Presented::Assertion {
+    let assertion = creds.presented == crate::auth::Presented::Assertion;
+    let audiences = if assertion {
         assertion_audiences(&st.config.issuer)
     } else {
         Vec::new()
     };
-    let (mut verdict, mut outcome) = crate::auth::authenticate(crate::auth::AuthInput {
-        snapshot: &served.snapshot,
-        keys: &served.keys,
-        creds: &creds,
-        now,
-        dash_allowed,
-        peer: req.peer.as_deref(),
-        audiences: &audiences,
-        client_cas: &served.client_cas,
-    });
+    let remote = if assertion {
+        remote_keys(st, served, &creds).await
+    } else {
+        None
+    };
+    let (mut verdict, mut outcome) = match &remote {
+        Some(Err(e)) => (
+            Err(crate::error::OAuthError::InvalidClient {
+                description: e.to_string(),
+                basic: false,
+            }),
+            crate::store::Outcome::Failed,
+        ),
+        _ => crate::auth::authenticate(crate::auth::AuthInput {
+            snapshot: &served.snapshot,
+            keys: &served.keys,
+            creds: &creds,
+            now,
+            dash_allowed,
+            peer: req.peer.as_deref(),
+            audiences: &audiences,
+            remote_keys: remote
+                .as_ref()
+                .and_then(|r| r.as_deref().ok())
+                .map(|k| k.as_slice()),
+            client_cas: &served.client_cas,
+        }),
+    };
     // An assertion is single-use until it expires, on every replica (the security state). A
     // replay is a failure: whoever holds a copy is not the client.
     if let Ok(a) = &verdict
@@ -201,6 +220,29 @@ async fn service_account(
         token_request,
     )
     .await
+}
+
+/// The published keys of an asserting client with a `jwksUri` (fetched or cached), or `None`
+/// for a client whose keys are in its Credential (or an unknown client: nothing is fetched for
+/// a client_id that names no Credential).
+async fn remote_keys(
+    st: &AppState,
+    served: &crate::state::Served,
+    creds: &crate::auth::ClientCredentials,
+) -> Option<
+    Result<std::sync::Arc<Vec<tessera_crds::model::AssertionKey>>, crate::remote_jwks::FetchError>,
+> {
+    let client = served.snapshot.client(&creds.client_id)?;
+    let uri = client.jwks_uri.as_ref()?;
+    let assertion = creds.secret.as_deref().unwrap_or_default();
+    let kid = jsonwebtoken::decode_header(assertion)
+        .ok()
+        .and_then(|h| h.kid);
+    Some(
+        st.remote_jwks
+            .keys(uri, client.policy.allow_internal_jwks_uri, kid.as_deref())
+            .await,
+    )
 }
 
 /// What a client assertion's `aud` may name: the issuer, or any endpoint URL of this server.
