@@ -315,8 +315,45 @@ pub async fn create_example(client: &kube::Client, ns: &str, dir: &Path) -> Vec<
             }
             create(client, ns, r).await;
         }
+        // The Kubernetes objects Tessera does not read (a client's ServiceAccount and
+        // Deployment) are created too, as `kubectl apply -f` would.
+        for doc in text.split("\n---") {
+            let Ok(obj) = serde_saphyr::from_str::<Value>(doc) else {
+                continue;
+            };
+            let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+            let kind = obj["kind"].as_str().unwrap_or_default();
+            let read_by_tessera = api_version.starts_with("tessera.dev/")
+                || (api_version == "v1" && matches!(kind, "Secret" | "ConfigMap"));
+            if !kind.is_empty() && !read_by_tessera {
+                create_other(client, ns, obj).await;
+            }
+        }
     }
     credentials
+}
+
+/// Creates a Kubernetes object of any kind in `ns` (a namespaced kind).
+pub async fn create_other(client: &kube::Client, ns: &str, mut obj: Value) {
+    use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+    let api_version = obj["apiVersion"].as_str().unwrap_or("v1").to_owned();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
+    let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &kind));
+    obj["metadata"]["namespace"] = Value::from(ns);
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let o: DynamicObject = serde_json::from_value(obj).expect("an object");
+    let pp = PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar)
+        .create(&pp, &o)
+        .await
+        .unwrap_or_else(|e| panic!("creating {kind} {ns}/{name}: {e}"));
 }
 
 /// Polls `check` every 20 ms until it holds; panics naming `what` after `limit`.

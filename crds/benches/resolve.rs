@@ -133,6 +133,7 @@ fn cluster(secrets_in_status: bool) -> ResourceSet {
             jwks: None,
             service_account: None,
             jwks_ref: None,
+            jwks_uri: None,
             policy_ref: LocalRef {
                 name: format!("policy-{}", i % 4),
             },

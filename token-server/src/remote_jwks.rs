@@ -32,13 +32,19 @@ const MAX_ENTRIES: usize = 10_000;
 /// Keys read from one document at most.
 const MAX_KEYS: usize = 32;
 
+/// A client's published signing keys.
+pub type Keys = Arc<Vec<AssertionKey>>;
+
 /// Fetches and caches clients' published keys.
 pub struct RemoteJwks {
     public: reqwest::Client,
     internal: reqwest::Client,
     refetch: Duration,
-    cache: Mutex<HashMap<(Arc<str>, bool), Arc<tokio::sync::Mutex<Entry>>>>,
+    cache: Mutex<HashMap<(Arc<str>, bool), Shared>>,
 }
+
+/// One URL's entry; its lock is held across a fetch, so concurrent requests wait for one.
+type Shared = Arc<tokio::sync::Mutex<Entry>>;
 
 impl std::fmt::Debug for RemoteJwks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -400,10 +406,10 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "::127.0.0.1",
         ] {
-            assert!(is_internal(a.parse().unwrap()), "{a}");
+            assert!(is_internal(a.parse().expect("an address")), "{a}");
         }
         for a in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
-            assert!(!is_internal(a.parse().unwrap()), "{a}");
+            assert!(!is_internal(a.parse().expect("an address")), "{a}");
         }
     }
 
@@ -433,7 +439,7 @@ mod tests {
         let enc = r#"{"kty":"EC","crv":"P-256","kid":"enc-1","use":"enc","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
         let p384 = r#"{"kty":"EC","crv":"P-384","kid":"big","x":"AA","y":"AA"}"#;
         let doc = format!(r#"{{"keys":[{ec},{enc},{p384}]}}"#);
-        let keys = parse(doc.as_bytes()).unwrap();
+        let keys = parse(doc.as_bytes()).expect("usable");
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].kid.as_deref(), Some("sig-1"));
         assert_eq!(keys[0].alg, "ES256");
@@ -442,14 +448,22 @@ mod tests {
     #[test]
     fn a_private_member_or_no_usable_key_refuses_the_set() {
         let private = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","d":"secret"}]}"#;
-        let e = parse(private.as_bytes()).unwrap_err();
+        let e = parse(private.as_bytes()).expect_err("refused");
         assert!(e.contains("private key"), "{e}");
         assert!(!e.contains("secret"), "the value is never echoed: {e}");
-        assert!(parse(br#"{"keys":[]}"#).unwrap_err().contains("no usable"));
-        assert!(parse(b"<html>").unwrap_err().contains("not a JWKS"));
+        assert!(
+            parse(br#"{"keys":[]}"#)
+                .expect_err("refused")
+                .contains("no usable")
+        );
+        assert!(
+            parse(b"<html>")
+                .expect_err("refused")
+                .contains("not a JWKS")
+        );
         assert!(
             parse(br#"{"keys":"x"}"#)
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("not a JWKS")
         );
     }

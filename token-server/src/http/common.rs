@@ -229,9 +229,7 @@ async fn remote_keys(
     st: &AppState,
     served: &crate::state::Served,
     creds: &crate::auth::ClientCredentials,
-) -> Option<
-    Result<std::sync::Arc<Vec<tessera_crds::model::AssertionKey>>, crate::remote_jwks::FetchError>,
-> {
+) -> Option<Result<crate::remote_jwks::Keys, crate::remote_jwks::FetchError>> {
     let client = served.snapshot.client(&creds.client_id)?;
     let uri = client.jwks_uri.as_ref()?;
     let assertion = creds.secret.as_deref().unwrap_or_default();

@@ -132,5 +132,5 @@ fn every_example_folder_loads_through_the_dir_source_without_problems() {
         assert!(served.snapshot.counts().clients >= 1, "{}", dir.display());
         n += 1;
     }
-    assert_eq!(n, 10);
+    assert_eq!(n, 11);
 }

@@ -210,7 +210,7 @@ const REFETCH: Duration = Duration::from_secs(1);
 fn harness(ks: &KeyServer, text: &str) -> Harness {
     let mut h = Harness::with_files(&[("m.yaml", text)]);
     h.state.remote_jwks = Arc::new(
-        RemoteJwks::new(&[ks.ca_der.clone()])
+        RemoteJwks::new(std::slice::from_ref(&ks.ca_der))
             .expect("fetcher")
             .with_refetch_interval(REFETCH),
     );
