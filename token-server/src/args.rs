@@ -155,6 +155,10 @@ pub struct ServeArgs {
     /// bound to its ServiceAccount (`--source kube`). Default: `--issuer`.
     #[arg(long, env = "TESSERA_SERVICE_ACCOUNT_AUDIENCE")]
     pub service_account_audience: Option<String>,
+    /// Where audit events go, one JSON line each (README: Audit trail): `stdout`, `stderr`, a
+    /// file path (appended to), or `off`. Diagnostic logs stay on stderr.
+    #[arg(long, default_value = "stdout", env = "TESSERA_AUDIT_LOG")]
+    pub audit_log: String,
     /// PEM CA certificates trusted for clients' `jwksUri`, besides the system's roots (a
     /// private CA that signs the clients' key servers).
     #[arg(long, env = "TESSERA_JWKS_URI_CA_FILE")]

@@ -116,7 +116,8 @@ impl OAuthError {
         }
     }
 
-    fn description(&self) -> String {
+    /// The `error_description` sent (never an internal detail, never a secret).
+    pub fn description(&self) -> String {
         match self {
             OAuthError::ServerError(_) => {
                 "the server failed to handle the request; it has been logged".to_owned()

@@ -54,6 +54,12 @@ pub struct Issued {
     pub scope: Vec<Arc<str>>,
     /// The refresh token, if the policy issues them.
     pub refresh_token: Option<String>,
+    /// The access token's `jti`: names it in the audit trail without being it.
+    pub token_id: String,
+    /// Its audiences.
+    pub audience: crate::token::claims::Audience,
+    /// The user, for password grants and their refreshes.
+    pub username: Option<String>,
 }
 
 /// Who the token is about.
@@ -148,6 +154,7 @@ pub fn issue(
     let ttl = policy.access_ttl.map(|d| d.as_secs());
     let scope_str =
         (!scope.is_empty()).then(|| scope.iter().map(|s| &**s).collect::<Vec<_>>().join(" "));
+    let username = subject.username.clone();
     let claims = AccessClaims {
         iss: cx.issuer.to_owned(),
         sub: subject.sub.clone(),
@@ -201,6 +208,9 @@ pub fn issue(
             _ => None,
         };
     Ok(Issued {
+        token_id: claims.jti,
+        audience: claims.aud,
+        username,
         access_token,
         expires_in: ttl,
         scope,

@@ -5,6 +5,7 @@ pub mod common;
 pub mod discovery;
 pub mod introspect;
 pub mod request;
+pub mod request_id;
 pub mod revoke;
 pub mod source;
 pub mod token;

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod assertion;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod form;

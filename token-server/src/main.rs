@@ -258,6 +258,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         state_prefix,
         service_account_audience,
         jwks_uri_ca_file,
+        audit_log,
     } = args;
     init_logging(log_format, &log)?;
     let config = Config {
@@ -290,6 +291,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     tracing::info!(state = store.mode(), "security state");
     let mut state = AppState::with_store(config, store);
+    let sink = tessera_token_server::audit::Audit::open(&audit_log)
+        .with_context(|| format!("--audit-log {audit_log}: opening it for appending"))?;
+    state.start_audit(sink);
+    tracing::info!(audit_log = %audit_log, "audit trail");
     if let Some(path) = &jwks_uri_ca_file {
         use rustls_pki_types::pem::PemObject as _;
         let roots: Vec<rustls_pki_types::CertificateDer<'static>> =

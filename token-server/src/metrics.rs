@@ -59,6 +59,9 @@ pub struct Metrics {
     reload_failures: Counter,
     propagation: Histogram,
     unreachable: Gauge,
+    lockouts: Counter,
+    /// The audit log's counters.
+    pub audit: crate::audit::Counters,
 }
 
 fn latency_histogram() -> Histogram {
@@ -154,7 +157,17 @@ impl Metrics {
             "Reloads rejected (the last good snapshot kept serving)",
             reload_failures.clone(),
         );
+        let lockouts = Counter::default();
+        registry.register(
+            "lockouts",
+            "Authentications refused because their client or user (from that source) is told to wait after failed attempts, or a budget of failures ran out",
+            lockouts.clone(),
+        );
+        let audit = crate::audit::Counters::default();
+        audit.register(&mut registry);
         Self {
+            lockouts,
+            audit,
             registry,
             requests,
             latency,
@@ -200,6 +213,11 @@ impl Metrics {
         self.latency
             .get_or_create(&EndpointLabels { endpoint })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts an authentication refused by the guessing budgets.
+    pub fn record_lockout(&self) {
+        self.lockouts.inc();
     }
 
     /// Records a successful client authentication.

@@ -18,16 +18,53 @@ pub fn record(st: &AppState, result: &Result<(), String>, now: Timestamp) {
     match result {
         Ok(()) => {
             status.loads += 1;
-            status.last_error = None;
+            if status.last_error.take().is_some() {
+                tracing::info!("the configuration loads again; serving it");
+            }
             status.last_error_at = None;
+            status.error_logged_at = None;
         }
         Err(e) => {
             status.failures += 1;
+            let changed = status.last_error.as_deref() != Some(e.as_str());
+            let due = status
+                .error_logged_at
+                .is_none_or(|t| t.elapsed() >= REMINDER);
             status.last_error = Some(e.clone());
             status.last_error_at = Some(now);
+            let log = changed || due;
+            if log {
+                status.error_logged_at = Some(std::time::Instant::now());
+            }
+            let failures = status.failures;
             drop(status);
             st.metrics.record_reload_failure();
-            tracing::error!(error = %e, "configuration change rejected; still serving the last good snapshot");
+            if !log {
+                tracing::debug!(error = %e, "configuration still rejected");
+                return;
+            }
+            // Say what is served, not what one would hope is.
+            match st.served.load_full() {
+                Some(s) => tracing::error!(
+                    error = %e,
+                    failures,
+                    generation = s.generation,
+                    loaded_at = %s.loaded_at,
+                    reminder = !changed,
+                    "configuration rejected; still serving the last good snapshot (generation {}, loaded {})",
+                    s.generation,
+                    s.loaded_at
+                ),
+                None => tracing::error!(
+                    error = %e,
+                    failures,
+                    reminder = !changed,
+                    "configuration rejected and nothing loaded yet: token requests get 503 temporarily_unavailable until it loads"
+                ),
+            }
         }
     }
 }
+
+/// How often an unchanged load error is logged again.
+pub const REMINDER: std::time::Duration = std::time::Duration::from_secs(60);

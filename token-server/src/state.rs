@@ -135,6 +135,9 @@ pub struct SourceStatus {
     pub ephemeral_keys: bool,
     /// The kube source's watch health (`None` for the folder source).
     pub watch: Option<Arc<tessera_kube::Changes>>,
+    /// When the current error was last logged, so a failing source logs it once, then a
+    /// reminder at most every minute.
+    pub error_logged_at: Option<std::time::Instant>,
 }
 
 impl SourceStatus {
@@ -211,6 +214,23 @@ pub struct AppState {
     pub service_accounts: Option<Arc<dyn ServiceAccountVerifier>>,
     /// Fetches the keys of clients that publish them (`spec.jwksUri`).
     pub remote_jwks: Arc<crate::remote_jwks::RemoteJwks>,
+    /// The audit trail (off until started).
+    pub audit: crate::audit::Audit,
+}
+
+/// The `kid`s of a served JWKS document.
+fn published_kids(jwks: &[u8]) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        keys: Vec<Key>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Key {
+        kid: Option<String>,
+    }
+    serde_json::from_slice::<Doc>(jwks)
+        .map(|d| d.keys.into_iter().filter_map(|k| k.kid).collect())
+        .unwrap_or_default()
 }
 
 impl AppState {
@@ -236,6 +256,7 @@ impl AppState {
             clock: Arc::new(Timestamp::now),
             cluster_revocation: None,
             service_accounts: None,
+            audit: crate::audit::Audit::off(),
             remote_jwks: Arc::new(
                 crate::remote_jwks::RemoteJwks::new(&[])
                     .expect("a TLS client with the system roots"),
@@ -247,7 +268,23 @@ impl AppState {
     pub fn publish(&self, served: Served) {
         self.metrics
             .observe_snapshot(served.generation, served.loaded_at, &served.snapshot);
+        let before = self.served.load_full();
+        if before.as_ref().is_none_or(|b| b.jwks != served.jwks) {
+            let kids = published_kids(&served.jwks);
+            self.audit.emit(
+                crate::audit::Kind::KeysChanged,
+                served.loaded_at,
+                &crate::audit::RequestCx::default(),
+                |e| e.target.kids = kids,
+            );
+        }
         self.served.store(Some(Arc::new(served)));
+    }
+
+    /// Starts the audit trail into `sink`, counted in this state's metrics.
+    pub fn start_audit(&mut self, sink: crate::audit::Sink) {
+        self.audit =
+            crate::audit::Audit::start(sink, crate::audit::QUEUE, self.metrics.audit.clone());
     }
 
     /// The source status, recovering from a poisoned lock.

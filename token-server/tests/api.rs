@@ -6,6 +6,8 @@ mod harness;
 
 #[path = "api/assertions.rs"]
 mod assertions;
+#[path = "api/audit.rs"]
+mod audit;
 #[path = "api/errors.rs"]
 mod errors;
 #[path = "api/grants.rs"]

@@ -17,8 +17,9 @@ fn invalid(d: &str) -> OAuthError {
     OAuthError::InvalidGrant(d.to_owned())
 }
 
-/// Exchanges a refresh token.
-pub async fn grant(cx: &GrantCtx<'_>) -> Result<Issued, OAuthError> {
+/// Exchanges a refresh token. `reused` is set to the chain id when a rotated refresh token came
+/// back (the chain is then revoked), for the audit trail.
+pub async fn grant(cx: &GrantCtx<'_>, reused: &mut Option<String>) -> Result<Issued, OAuthError> {
     let token = cx.params.require("refresh_token")?;
     let rc: RefreshClaims = sealed::open(&cx.served.keys, sealed::Kind::Refresh, token)
         .ok_or_else(|| invalid("the refresh token is not valid"))?;
@@ -109,6 +110,7 @@ pub async fn grant(cx: &GrantCtx<'_>) -> Result<Issued, OAuthError> {
         }
         // A rotated refresh token came back: someone holds a copy. Its chain is now revoked.
         Spend::Reused => {
+            *reused = Some(rc.chain.clone());
             return Err(invalid(
                 "the refresh token was already used; the token chain is revoked, authenticate again",
             ));

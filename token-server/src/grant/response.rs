@@ -51,6 +51,9 @@ mod tests {
             expires_in: Some(900),
             scope: vec![Arc::from("a"), Arc::from("b")],
             refresh_token: Some("rt".into()),
+            token_id: "j".into(),
+            audience: crate::token::claims::Audience::One("https://api.test".into()),
+            username: None,
         }
     }
 

@@ -97,7 +97,8 @@ pub async fn authenticate_client(
     admit(
         st,
         &creds.client_id,
-        req.addr,
+        req,
+        now,
         outcome,
         verdict,
         token_request,
@@ -111,11 +112,21 @@ pub async fn authenticate_client(
 async fn admit(
     st: &AppState,
     principal: &str,
-    addr: Option<std::net::IpAddr>,
+    req: &request::OAuthRequest,
+    now: jiff::Timestamp,
     outcome: crate::store::Outcome,
     verdict: Result<crate::auth::Authenticated, crate::error::OAuthError>,
     token_request: bool,
 ) -> Result<crate::auth::Authenticated, crate::error::OAuthError> {
+    let addr = req.addr;
+    let actor = |e: &mut crate::audit::Event| {
+        e.actor.client_id = Some(clip(principal).into());
+        if let Ok(a) = &verdict {
+            e.actor.credential = Some(crate::audit::object(&a.client.owner));
+            e.actor.method = Some(a.method);
+            e.target.policy = Some(crate::audit::object(&a.client.policy.owner));
+        }
+    };
     let limited = verdict
         .as_ref()
         .ok()
@@ -133,6 +144,17 @@ async fn admit(
     let remaining = match admitted {
         Ok(r) => r,
         Err(crate::store::Refusal::Guessing(r)) => {
+            st.metrics.record_lockout();
+            st.audit.emit(
+                crate::audit::Kind::LockoutStarted,
+                now,
+                &req.audit_cx(),
+                |e| {
+                    actor(e);
+                    e.outcome = "failure";
+                    e.retry_after = Some(r.retry_after);
+                },
+            );
             return Err(crate::error::OAuthError::TooManyRequests {
                 retry_after: r.retry_after,
             });
@@ -148,6 +170,13 @@ async fn admit(
                     l.over.label(),
                 );
             }
+            st.audit
+                .emit(crate::audit::Kind::RateLimited, now, &req.audit_cx(), |e| {
+                    actor(e);
+                    e.outcome = "failure";
+                    e.reason = Some(format!("over the client's {}", l.over.label()));
+                    e.retry_after = Some(l.retry_after);
+                });
             return Err(crate::error::OAuthError::RateLimited {
                 retry_after: l.retry_after,
                 limit: l.over.label(),
@@ -156,12 +185,24 @@ async fn admit(
         }
     };
     let charged = limited.is_some();
+    if let Err(err) = &verdict {
+        st.audit.emit(
+            crate::audit::Kind::ClientAuthFailed,
+            now,
+            &req.audit_cx(),
+            |e| {
+                actor(e);
+                e.outcome = "failure";
+                e.reason = Some(format!("{}: {}", err.code(), err.description()));
+            },
+        );
+    }
     let mut client = verdict?;
     if charged {
         client.remaining = Some(remaining);
     }
     st.metrics.record_auth(client.method);
-    tracing::debug!(client_id = %client.client.client_id, method = client.method, "client authenticated");
+    tracing::debug!(client_id = %client.client.client_id, method = client.method, request_id = %req.request_id, "client authenticated");
     Ok(client)
 }
 
@@ -214,7 +255,8 @@ async fn service_account(
     admit(
         st,
         &principal,
-        req.addr,
+        req,
+        now,
         outcome,
         verdict.map(|(_, a)| a),
         token_request,
@@ -243,6 +285,16 @@ async fn remote_keys(
     )
 }
 
+/// A presented client_id as an audit event carries it: at most 256 bytes (ids longer than any
+/// client's are an attacker's, and a log line is no place for them).
+fn clip(id: &str) -> &str {
+    let mut end = id.len().min(256);
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    &id[..end]
+}
+
 /// What a client assertion's `aud` may name: the issuer, or any endpoint URL of this server.
 fn assertion_audiences(issuer: &str) -> Vec<String> {
     let base = issuer.trim_end_matches('/');
@@ -268,21 +320,27 @@ pub fn finish(
     endpoint: &'static str,
     grant: &'static str,
     started: std::time::Instant,
+    request_id: &str,
     result: Result<axum::response::Response, crate::error::OAuthError>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
     st.metrics
         .record_request(endpoint, grant, result.as_ref().err(), started.elapsed());
-    match result {
+    let mut resp = match result {
         Ok(mut resp) => {
             crate::error::no_store(resp.headers_mut());
             resp
         }
         Err(e) => {
             if let crate::error::OAuthError::ServerError(detail) = &e {
-                tracing::error!(endpoint, error = %detail, "request failed");
+                tracing::error!(endpoint, request_id, error = %detail, "request failed");
             }
             e.into_response()
         }
+    };
+    // The id is made of header-safe characters only (request_id::of).
+    if let Ok(v) = axum::http::HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert("x-request-id", v);
     }
+    resp
 }

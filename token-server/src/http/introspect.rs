@@ -140,14 +140,16 @@ pub fn inspect(
 }
 
 /// `POST /oauth2/introspect`.
-pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
+pub async fn handle(State(st): State<AppState>, mut req: Request) -> Response {
     let started = Instant::now();
+    let request_id = super::request_id::tag(&mut req);
     let result = super::common::with_timeout(&st, process(&st, req)).await;
     super::common::finish(
         &st,
         "/oauth2/introspect",
         "none",
         started,
+        &request_id,
         result.map(|v| axum::Json(v).into_response()),
     )
 }

@@ -19,6 +19,18 @@ pub struct OAuthRequest {
     pub via_query: bool,
     /// The client certificate of the TLS connection, if any.
     pub peer: Option<std::sync::Arc<crate::mtls::PeerCert>>,
+    /// The request id (echoed in `X-Request-Id`, carried by audit events).
+    pub request_id: std::sync::Arc<str>,
+}
+
+impl OAuthRequest {
+    /// What an audit event says of this request.
+    pub fn audit_cx(&self) -> crate::audit::RequestCx {
+        crate::audit::RequestCx {
+            request_id: Some(self.request_id.clone()),
+            source: self.addr,
+        }
+    }
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -48,6 +60,10 @@ pub async fn read(
         .extensions()
         .get::<std::sync::Arc<crate::mtls::PeerCert>>()
         .cloned();
+    let request_id = match req.extensions().get::<super::request_id::RequestId>() {
+        Some(r) => r.0.clone(),
+        None => super::request_id::of(req.headers()),
+    };
     let (parts, body) = req.into_parts();
     let query = parts.uri.query().unwrap_or_default();
     match parts.method {
@@ -81,6 +97,7 @@ pub async fn read(
                 addr,
                 via_query: false,
                 peer,
+                request_id,
             })
         }
         Method::GET if allow_get => {
@@ -93,6 +110,7 @@ pub async fn read(
                 addr,
                 via_query: true,
                 peer,
+                request_id,
             })
         }
         _ => Err(OAuthError::MethodNotAllowed(if allow_get {

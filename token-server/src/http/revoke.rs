@@ -13,14 +13,16 @@ use std::time::Instant;
 use tessera_crds::model::ClientKind;
 
 /// `POST /oauth2/revoke`.
-pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
+pub async fn handle(State(st): State<AppState>, mut req: Request) -> Response {
     let started = Instant::now();
+    let request_id = super::request_id::tag(&mut req);
     let result = super::common::with_timeout(&st, process(&st, req)).await;
     super::common::finish(
         &st,
         "/oauth2/revoke",
         "none",
         started,
+        &request_id,
         result.map(|()| StatusCode::OK.into_response()),
     )
 }
@@ -43,6 +45,20 @@ async fn process(st: &AppState, req: Request) -> Result<(), OAuthError> {
         )));
     }
     let t = now.as_second();
+    let revoked = |kind: &'static str, jti: &str| {
+        st.audit.emit(
+            crate::audit::Kind::TokenRevoked,
+            now,
+            &req.audit_cx(),
+            |e| {
+                e.actor.client_id = Some(client.client_id.as_str().into());
+                e.actor.credential = Some(crate::audit::object(&client.owner));
+                e.target.policy = Some(crate::audit::object(&client.policy.owner));
+                e.target.token_type = Some(kind);
+                e.target.token_id = Some(jti.to_owned());
+            },
+        );
+    };
     // RFC 7009 §2.2.1: 503 when the revocation cannot be recorded now (the shared state does
     // not answer, or the in-process store is full); the client retries.
     match find(&served, &st.config.issuer, token, now) {
@@ -69,6 +85,7 @@ async fn process(st: &AppState, req: Request) -> Result<(), OAuthError> {
                     )
                 })?;
             }
+            revoked("refresh", &r.jti);
         }
         Some(Found::Access(c, _)) => {
             if c.client_id != client.client_id {
@@ -80,6 +97,7 @@ async fn process(st: &AppState, req: Request) -> Result<(), OAuthError> {
             st.store
                 .revoke(&c.jti, c.exp.unwrap_or(t + 365 * 86_400), None, t)
                 .await?;
+            revoked("access", &c.jti);
         }
         None => {}
     }

@@ -77,8 +77,9 @@ impl Endpoint {
 }
 
 /// The handler.
-pub async fn handle(State(st): State<AppState>, endpoint: Endpoint, req: Request) -> Response {
+pub async fn handle(State(st): State<AppState>, endpoint: Endpoint, mut req: Request) -> Response {
     let started = Instant::now();
+    let request_id = super::request_id::tag(&mut req);
     let mut grant_label = "none";
     let mut limits = None;
     let result = super::common::with_timeout(
@@ -91,6 +92,7 @@ pub async fn handle(State(st): State<AppState>, endpoint: Endpoint, req: Request
         endpoint.label(),
         grant_label,
         started,
+        &request_id,
         result.map(|body| axum::Json(body).into_response()),
     );
     // A limited client learns what is left (draft-ietf-httpapi-ratelimit-headers).
@@ -140,6 +142,7 @@ async fn process(
     )
     .await?;
     let client = auth.client;
+    let method = auth.method;
     *limits = auth.remaining.map(|r| (client.limits, r));
     if req.via_query && !client.policy.allow_url_parameters {
         return Err(OAuthError::InvalidRequest(
@@ -167,7 +170,31 @@ async fn process(
     };
     let issued = match grant {
         GrantType::ClientCredentials => client_credentials::grant(&cx)?,
-        GrantType::RefreshToken => refresh_token::grant(&cx).await?,
+        GrantType::RefreshToken => {
+            let mut reused = None;
+            let r = refresh_token::grant(&cx, &mut reused).await;
+            if let Some(chain) = reused {
+                st.audit.emit(
+                    crate::audit::Kind::RefreshReuse,
+                    now,
+                    &req.audit_cx(),
+                    |ev| {
+                        ev.outcome = "failure";
+                        ev.actor.client_id = Some(client.client_id.as_str().into());
+                        ev.actor.credential = Some(crate::audit::object(&client.owner));
+                        ev.actor.method = Some(method);
+                        ev.target.policy = Some(crate::audit::object(&client.policy.owner));
+                        ev.target.grant = Some("refresh_token");
+                        ev.target.token_id = Some(chain);
+                        ev.reason = Some(
+                            "a rotated refresh token was presented again; its chain is revoked"
+                                .into(),
+                        );
+                    },
+                );
+            }
+            r?
+        }
         GrantType::Password => {
             let (username, pw) = password::read_user(&req.params)?;
             // Users get the guessing budget clients get (RFC 6749 §4.3.2), per (client, user,
@@ -188,6 +215,20 @@ async fn process(
                 .await?;
             if !ok {
                 st.store.finish(ticket, Outcome::Failed).await;
+                st.audit.emit(
+                    crate::audit::Kind::UserAuthFailed,
+                    now,
+                    &req.audit_cx(),
+                    |e| {
+                        e.outcome = "failure";
+                        e.actor.client_id = Some(client.client_id.as_str().into());
+                        e.actor.credential = Some(crate::audit::object(&client.owner));
+                        e.actor.user = Some(username.chars().take(256).collect());
+                        e.target.policy = Some(crate::audit::object(&client.policy.owner));
+                        e.target.grant = Some("password");
+                        e.reason = Some("invalid_grant: the username or password is wrong".into());
+                    },
+                );
                 return Err(OAuthError::InvalidGrant(
                     "the username or password is wrong".into(),
                 ));
@@ -196,5 +237,34 @@ async fn process(
             password::grant(&cx, username)?
         }
     };
+    st.audit
+        .emit(crate::audit::Kind::TokenIssued, now, &req.audit_cx(), |e| {
+            e.actor.client_id = Some(client.client_id.as_str().into());
+            e.actor.credential = Some(crate::audit::object(&client.owner));
+            e.actor.method = Some(method);
+            e.actor.user = issued.username.clone();
+            e.target.policy = Some(crate::audit::object(&client.policy.owner));
+            e.target.grant = Some(grant.as_str());
+            e.target.audience = issued
+                .audience
+                .as_slice()
+                .iter()
+                .map(|a| a.as_str().into())
+                .collect();
+            e.target.scope = (!issued.scope.is_empty()).then(|| {
+                issued
+                    .scope
+                    .iter()
+                    .map(|s| &**s)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            });
+            e.target.token_type = Some(match client.policy.token_type {
+                TokenType::Jwt => "jwt",
+                TokenType::OAuth2 => "opaque",
+            });
+            e.target.token_id = Some(issued.token_id.clone());
+            e.target.expires_in = issued.expires_in;
+        });
     Ok(response::body(&client.policy.token_management, &issued))
 }

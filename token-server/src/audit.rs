@@ -1,0 +1,422 @@
+//! The audit trail: one JSON line per security-relevant event, on its own stream
+//! (`--audit-log stdout|stderr|FILE|off`), apart from the diagnostic log.
+//!
+//! A request never waits for it: events go into a bounded queue that one writer thread drains,
+//! serialising and writing off the request path; when the queue is full the event is dropped
+//! and counted (`tessera_audit_events_dropped_total`). Events carry who (client, Credential,
+//! user), what (token id, audience, scope), from where (source address) and the request id,
+//! and never a secret, password, token, assertion or Authorization header: the types below
+//! have no field that could hold one.
+
+use serde::Serialize;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+
+/// The schema version every event carries.
+pub const SCHEMA: &str = "tessera.audit/v1";
+/// Events queued at most; past it they are dropped (and counted).
+pub const QUEUE: usize = 65_536;
+
+/// What happened.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A token was issued.
+    #[serde(rename = "token.issued")]
+    TokenIssued,
+    /// A client failed to authenticate.
+    #[serde(rename = "client.authentication_failed")]
+    ClientAuthFailed,
+    /// A user's password was wrong (password grant).
+    #[serde(rename = "user.authentication_failed")]
+    UserAuthFailed,
+    /// A client or user is told to wait after failed attempts.
+    #[serde(rename = "lockout.started")]
+    LockoutStarted,
+    /// A token request over the client's rate limit or quota.
+    #[serde(rename = "rate_limit.exceeded")]
+    RateLimited,
+    /// A refresh token was presented again: the chain is revoked.
+    #[serde(rename = "refresh.reuse_detected")]
+    RefreshReuse,
+    /// A token was revoked (RFC 7009).
+    #[serde(rename = "token.revoked")]
+    TokenRevoked,
+    /// The signing keys served changed (a key started signing, or retired).
+    #[serde(rename = "keys.changed")]
+    KeysChanged,
+}
+
+impl Kind {
+    /// The event name, as in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::TokenIssued => "token.issued",
+            Kind::ClientAuthFailed => "client.authentication_failed",
+            Kind::UserAuthFailed => "user.authentication_failed",
+            Kind::LockoutStarted => "lockout.started",
+            Kind::RateLimited => "rate_limit.exceeded",
+            Kind::RefreshReuse => "refresh.reuse_detected",
+            Kind::TokenRevoked => "token.revoked",
+            Kind::KeysChanged => "keys.changed",
+        }
+    }
+}
+
+/// Who acted.
+#[derive(Serialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Actor {
+    /// The client_id presented or authenticated (clipped to 256 bytes; never a secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<Arc<str>>,
+    /// `namespace/name` of the Credential or ApiProxy that is the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    /// How the client authenticated (`client_secret_basic`, `private_key_jwt`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<&'static str>,
+    /// The user of a password grant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// What it acted on.
+#[derive(Serialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Target {
+    /// `namespace/name` of the AuthPolicy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The grant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<&'static str>,
+    /// The token's audiences.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audience: Vec<Arc<str>>,
+    /// The token's scope.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// `jwt` or `opaque`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    /// The token's id (`jti`): names the token without being it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// Seconds until the token expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+    /// Key ids, for `keys.changed`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kids: Vec<String>,
+}
+
+/// One audit event.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// RFC 3339, UTC (formatted by the writer, off the request path).
+    #[serde(serialize_with = "rfc3339")]
+    pub time: jiff::Timestamp,
+    /// [`SCHEMA`].
+    pub schema: &'static str,
+    /// What happened.
+    pub event: Kind,
+    /// `success` or `failure`.
+    pub outcome: &'static str,
+    /// The request's id (`X-Request-Id`, or the trace id of `traceparent`, or generated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<Arc<str>>,
+    /// The source address (after `--trusted-proxies`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<std::net::IpAddr>,
+    /// Who.
+    pub actor: Actor,
+    /// What.
+    pub target: Target,
+    /// Why it failed: the OAuth error code and its description (which never echoes a secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Seconds to wait, for lockouts and limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+}
+
+impl Event {
+    /// An event of `kind` now, outcome `success` unless set.
+    pub fn new(kind: Kind, now: jiff::Timestamp) -> Self {
+        Self {
+            time: now,
+            schema: SCHEMA,
+            event: kind,
+            outcome: "success",
+            request_id: None,
+            source_address: None,
+            actor: Actor::default(),
+            target: Target::default(),
+            reason: None,
+            retry_after: None,
+        }
+    }
+}
+
+fn rfc3339<S: serde::Serializer>(t: &jiff::Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(t)
+}
+
+/// Where events go.
+pub enum Sink {
+    /// Nowhere (`--audit-log off`).
+    Off,
+    /// A writer (stdout, stderr, a file, or a buffer in tests).
+    Writer(Box<dyn Write + Send>),
+}
+
+/// The queue's sending side; cheap to clone into the state.
+#[derive(Clone)]
+pub struct Audit {
+    tx: Option<SyncSender<Event>>,
+    counters: Counters,
+}
+
+/// The audit log's metrics, registered with the others.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    dropped: prometheus_client::metrics::counter::Counter,
+    events: prometheus_client::metrics::family::Family<
+        KindLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl Counters {
+    /// Registers `audit_events` and `audit_events_dropped`.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "audit_events",
+            "Audit events queued for the audit log, by event",
+            self.events.clone(),
+        );
+        registry.register(
+            "audit_events_dropped",
+            "Audit events dropped because the audit log's queue was full (the writer could not keep up)",
+            self.dropped.clone(),
+        );
+    }
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit")
+            .field("on", &self.tx.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `event` label of the audit counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct KindLabel {
+    event: &'static str,
+}
+
+impl Audit {
+    /// No audit trail.
+    pub fn off() -> Self {
+        Self {
+            tx: None,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Starts the writer thread for `sink`; `queue` events wait at most. `counters`: the
+    /// registered metrics.
+    pub fn start(sink: Sink, queue: usize, counters: Counters) -> Self {
+        let Sink::Writer(w) = sink else {
+            return Self::off();
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(queue);
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || write_all(rx, w))
+            .map_or_else(
+                |e| {
+                    tracing::error!(error = %e, "could not start the audit writer; audit events are dropped");
+                    Self::off()
+                },
+                |_| Self {
+                    tx: Some(tx),
+                    counters,
+                },
+            )
+    }
+
+    /// Opens `--audit-log`: `stdout`, `stderr`, `off`, or a file path (appended to).
+    pub fn open(spec: &str) -> std::io::Result<Sink> {
+        Ok(match spec {
+            "off" => Sink::Off,
+            "stdout" => Sink::Writer(Box::new(std::io::stdout())),
+            "stderr" => Sink::Writer(Box::new(std::io::stderr())),
+            path => Sink::Writer(Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )),
+        })
+    }
+
+    /// Whether events are recorded at all (callers skip building them when not).
+    pub fn on(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Queues `event`, or drops and counts it when the queue is full. Never blocks.
+    pub fn record(&self, event: Event) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        let kind = event.event;
+        match tx.try_send(event) {
+            Ok(()) => {
+                self.counters
+                    .events
+                    .get_or_create(&KindLabel {
+                        event: kind.as_str(),
+                    })
+                    .inc();
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.counters.dropped.inc();
+            }
+        }
+    }
+
+    /// Records a `kind` event of the request `rq` at `now`, filled in by `fill`; nothing is
+    /// built when the audit log is off.
+    pub fn emit(
+        &self,
+        kind: Kind,
+        now: jiff::Timestamp,
+        rq: &RequestCx,
+        fill: impl FnOnce(&mut Event),
+    ) {
+        if !self.on() {
+            return;
+        }
+        let mut e = Event::new(kind, now);
+        e.request_id = rq.request_id.clone();
+        e.source_address = rq.source;
+        fill(&mut e);
+        self.record(e);
+    }
+}
+
+/// The request an event comes from.
+#[derive(Clone, Debug, Default)]
+pub struct RequestCx {
+    /// Its id.
+    pub request_id: Option<Arc<str>>,
+    /// Its source address.
+    pub source: Option<std::net::IpAddr>,
+}
+
+/// `namespace/name` of an object.
+pub fn object(r: &tessera_crds::model::ObjectRef) -> String {
+    format!("{}/{}", r.namespace, r.name)
+}
+
+/// The writer thread: one line per event, flushed whenever the queue is empty, so a collector
+/// sees each event promptly without a write per event under load.
+fn write_all(rx: Receiver<Event>, w: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, w);
+    let mut line = Vec::with_capacity(512);
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(ev) = next {
+            line.clear();
+            if serde_json::to_writer(&mut line, &ev).is_ok() {
+                line.push(b'\n');
+                if out.write_all(&line).is_err() {
+                    // A full disk or a closed pipe: nothing to do but go on; the events are lost.
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        let _ = out.flush();
+    }
+    let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A writer tests read back.
+    #[derive(Clone, Default)]
+    pub struct Buffer(pub Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("buffer").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn events_are_json_lines_with_the_schema_fields() {
+        let buf = Buffer::default();
+        let a = Audit::start(Sink::Writer(Box::new(buf.clone())), 16, Counters::default());
+        let mut e = Event::new(Kind::TokenIssued, jiff::Timestamp::UNIX_EPOCH);
+        e.actor.client_id = Some("app".into());
+        e.target.audience = vec!["https://api.test".into()];
+        a.record(e);
+        drop(a);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let text = String::from_utf8(buf.0.lock().expect("buffer").clone()).expect("utf8");
+            if let Some(line) = text.lines().next() {
+                let v: serde_json::Value = serde_json::from_str(line).expect("json");
+                assert_eq!(v["event"], "token.issued");
+                assert_eq!(v["schema"], SCHEMA);
+                assert_eq!(v["outcome"], "success");
+                assert_eq!(v["time"], "1970-01-01T00:00:00Z");
+                assert_eq!(v["actor"]["client_id"], "app");
+                assert_eq!(v["target"]["audience"][0], "https://api.test");
+                assert!(v.get("reason").is_none(), "absent fields are left out");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no line written");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// A writer that never returns: the queue fills, and recording goes on without waiting.
+    struct Stuck;
+    impl Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+            Ok(0)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_writer_drops_events_and_counts_them_never_blocks() {
+        let a = Audit::start(Sink::Writer(Box::new(Stuck)), 8, Counters::default());
+        // Were recording to wait for the writer, this loop would never end.
+        for _ in 0..10_000 {
+            a.record(Event::new(
+                Kind::ClientAuthFailed,
+                jiff::Timestamp::UNIX_EPOCH,
+            ));
+        }
+        // The writer drains what it can until it blocks (its buffer takes a few hundred lines),
+        // the queue holds 8; the rest were dropped, and counted.
+        let dropped = a.counters.dropped.get();
+        assert!(dropped >= 9_000, "dropped {dropped}");
+    }
+}
