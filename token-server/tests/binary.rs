@@ -235,3 +235,173 @@ fn bad_command_lines_fail_with_a_message() {
         .expect("run");
     assert!(!out.status.success());
 }
+
+/// An acceptance-style run of the shipped binary with debug JSON logs and the audit trail in a
+/// file: every secret, password and token it used is grepped for in every line of both.
+#[tokio::test]
+async fn a_full_run_leaves_no_secret_password_or_token_in_any_log_or_audit_line() {
+    let dir = std::env::temp_dir().join(format!("tessera-grep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (audit, log) = (dir.join("audit.jsonl"), dir.join("stderr.log"));
+    let stderr = std::fs::File::create(&log).expect("log file");
+    let audit_flag = format!("--audit-log={}", audit.display());
+    let r = server::start(
+        &["--log-format=json", "--log=debug", &audit_flag],
+        Stdio::from(stderr),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let post = |path: &str, form: &[(&str, &str)], auth: Option<(&str, &str)>| {
+        let mut b = http.post(r.api_url(path)).form(form);
+        if let Some((u, p)) = auth {
+            b = b.basic_auth(u, Some(p));
+        }
+        b.send()
+    };
+    let (id, secret) = ("demo-app", "demo-secret-change-me");
+    let (wrong, wrong_pw) = ("a-wrong-secret-1234", "a-wrong-password-5678");
+    let mut used: Vec<String> = vec![
+        secret.into(),
+        wrong.into(),
+        "alice-demo-password".into(),
+        wrong_pw.into(),
+    ];
+    let json =
+        |r: reqwest::Response| async move { r.json::<serde_json::Value>().await.expect("json") };
+    // client_credentials with basic and with post; a wrong secret; a lockout.
+    let t = json(
+        post(
+            "/oauth2/token",
+            &[("grant_type", "client_credentials")],
+            Some((id, secret)),
+        )
+        .await
+        .expect("cc"),
+    )
+    .await;
+    used.push(t["access_token"].as_str().expect("token").into());
+    let t = json(
+        post(
+            "/oauth2/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", id),
+                ("client_secret", secret),
+            ],
+            None,
+        )
+        .await
+        .expect("cc post"),
+    )
+    .await;
+    used.push(t["access_token"].as_str().expect("token").into());
+    // password grant, a wrong password, refresh, introspection, revocation.
+    let pw = |p: &'static str| {
+        vec![
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", p),
+            ("scope", "orders:read"),
+        ]
+    };
+    let _ = post(
+        "/credential/jwt",
+        &pw("a-wrong-password-5678"),
+        Some((id, secret)),
+    )
+    .await;
+    let t = json(
+        post(
+            "/credential/jwt",
+            &pw("alice-demo-password"),
+            Some((id, secret)),
+        )
+        .await
+        .expect("password"),
+    )
+    .await;
+    let (access, refresh) = (
+        t["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{t}"))
+            .to_owned(),
+        t["refresh_token"].as_str().expect("refresh").to_owned(),
+    );
+    used.push(access.clone());
+    used.push(refresh.clone());
+    let t = json(
+        post(
+            "/oauth2/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+            Some((id, secret)),
+        )
+        .await
+        .expect("refresh"),
+    )
+    .await;
+    used.push(t["refresh_token"].as_str().expect("rotated").into());
+    let _ = post(
+        "/oauth2/token",
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        Some((id, secret)),
+    )
+    .await;
+    let _ = post(
+        "/oauth2/introspect",
+        &[("token", &access)],
+        Some((id, secret)),
+    )
+    .await;
+    let _ = post("/oauth2/revoke", &[("token", &access)], Some((id, secret))).await;
+    // A bearer token where a client secret belongs, and a malformed Basic header.
+    let _ = http
+        .post(r.api_url("/oauth2/token"))
+        .bearer_auth(&access)
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await;
+    // Last, as it slows this source down: a guesser locked out.
+    for _ in 0..12 {
+        let _ = post(
+            "/oauth2/token",
+            &[("grant_type", "client_credentials")],
+            Some((id, wrong)),
+        )
+        .await;
+    }
+    drop(r);
+    let log_text = std::fs::read_to_string(&log).expect("log");
+    let audit_text = std::fs::read_to_string(&audit).expect("audit");
+    let _ = std::fs::remove_dir_all(&dir);
+    let lines: Vec<&str> = log_text.lines().chain(audit_text.lines()).collect();
+    assert!(
+        audit_text.lines().count() >= 8,
+        "the run was audited:\n{audit_text}"
+    );
+    for kind in [
+        "token.issued",
+        "client.authentication_failed",
+        "lockout.started",
+        "user.authentication_failed",
+        "refresh.reuse_detected",
+        "token.revoked",
+        "keys.changed",
+    ] {
+        assert!(
+            audit_text.contains(&format!("\"event\":\"{kind}\"")),
+            "no {kind} in:\n{audit_text}"
+        );
+    }
+    for line in &lines {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        for s in &used {
+            assert!(!line.contains(s.as_str()), "a secret or token in: {line}");
+        }
+        let lower = line.to_ascii_lowercase();
+        assert!(
+            !lower.contains("authorization") && !lower.contains("basic "),
+            "a header in: {line}"
+        );
+    }
+}
