@@ -48,6 +48,7 @@ pub struct Applier {
     leadership: Leadership,
     metrics: Arc<Metrics>,
     recorder: Recorder,
+    audit: Arc<crate::audit::Audit>,
 }
 
 impl Applier {
@@ -71,7 +72,18 @@ impl Applier {
             leadership,
             metrics,
             recorder,
+            audit: Arc::new(crate::audit::Audit::off()),
         }
+    }
+
+    /// Writes an audit line for every Event from now on.
+    pub fn set_audit(&mut self, audit: Arc<crate::audit::Audit>) {
+        self.audit = audit;
+    }
+
+    /// The audit trail.
+    pub fn audit(&self) -> &crate::audit::Audit {
+        &self.audit
     }
 
     /// Replaces the leadership writes are checked against.
@@ -120,6 +132,17 @@ impl Applier {
         warning: bool,
     ) -> Result<(), Error> {
         self.check_lease()?;
+        self.audit.record(
+            crate::audit::Audit::event_name(reason),
+            if warning { "failure" } else { "success" },
+            &format!(
+                "{kind} {}/{}",
+                regarding.namespace.as_deref().unwrap_or_default(),
+                regarding.name.as_deref().unwrap_or_default()
+            ),
+            reason,
+            note,
+        );
         let reference = ObjectReference {
             api_version: Some(api_version.into()),
             kind: Some(kind.into()),

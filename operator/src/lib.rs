@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod apply;
+pub mod audit;
 pub mod backoff;
 pub mod error;
 pub mod lease;

@@ -87,6 +87,10 @@ struct RunArgs {
     /// (`text` is accepted for `plain`).
     #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value = "plain")]
     log_format: LogFormat,
+    /// Where audit lines go (secrets generated and rotated, key-set rotation steps, every
+    /// Event): `stdout`, `stderr`, a file (appended to) or `off`. Logs stay on stderr.
+    #[arg(long, env = "TESSERA_AUDIT_LOG", default_value = "stdout")]
+    audit_log: String,
 }
 
 fn duration(flag: &str, v: &str) -> anyhow::Result<std::time::Duration> {
@@ -130,6 +134,10 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         .identity
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("tessera-operator-{}", std::process::id()));
+    let audit = std::sync::Arc::new(
+        tessera_operator::audit::Audit::open(&a.audit_log, &identity)
+            .with_context(|| format!("--audit-log {}: opening it for appending", a.audit_log))?,
+    );
     let cfg = tessera_operator::run::Config {
         namespaces: a.namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
         keys_namespace: a.namespace.clone(),
@@ -158,8 +166,9 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
             .await
             .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
         let metrics = std::sync::Arc::new(tessera_operator::metrics::Metrics::default());
-        let op =
+        let mut op =
             tessera_operator::run::Operator::start(client.clone(), cfg.clone(), metrics.clone());
+        op.set_audit(audit);
         let listener = tokio::net::TcpListener::bind(a.admin_listen)
             .await
             .with_context(|| format!("binding --admin-listen {}", a.admin_listen))?;

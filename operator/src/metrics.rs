@@ -46,6 +46,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// API writes made.
     pub writes: Counter,
+    /// `--key-rotation`, in seconds (0: no scheduled rotation), for the rotation-overdue alert.
+    pub rotation_interval: Gauge,
 }
 
 impl Default for Metrics {
@@ -57,6 +59,12 @@ impl Default for Metrics {
         let key_age = Family::<AlgLabels, Gauge<f64, AtomicU64>>::default();
         let leader = Gauge::default();
         let writes = Counter::default();
+        let rotation_interval = Gauge::default();
+        registry.register(
+            "key_rotation_interval_seconds",
+            "The signing keys' rotation interval (--key-rotation; 0: rotated on demand only)",
+            rotation_interval.clone(),
+        );
         registry.register(
             "reconciles",
             "Objects reconciled, by kind and outcome",
@@ -91,6 +99,7 @@ impl Default for Metrics {
             key_age,
             leader,
             writes,
+            rotation_interval,
         }
     }
 }

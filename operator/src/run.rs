@@ -157,6 +157,9 @@ impl Operator {
     /// Starts the watch caches. The operator writes as leader for good until
     /// [`Self::set_leadership`] or [`Self::run`] gives it an election to follow.
     pub fn start(client: Client, cfg: Config, metrics: Arc<Metrics>) -> Self {
+        metrics
+            .rotation_interval
+            .set(cfg.key_rotation.map_or(0, |d| d.as_secs() as i64));
         let changed = Arc::new(Changes::default());
         let caches = WatchCaches::start(
             &client,
@@ -193,6 +196,11 @@ impl Operator {
     /// Writes only while `leadership` says this replica leads, checked before every write.
     pub fn set_leadership(&mut self, leadership: Leadership) {
         self.applier.set_leadership(leadership);
+    }
+
+    /// Writes the audit trail into `audit`.
+    pub fn set_audit(&mut self, audit: Arc<crate::audit::Audit>) {
+        self.applier.set_audit(audit);
     }
 
     /// The health shared with the admin server.
@@ -289,6 +297,14 @@ impl Operator {
                             "created".into()
                         }
                     };
+                    let object = format!("Secret {}/{}", cfg.keys_namespace, cfg.keys_secret);
+                    let (event, why) = match &kp.decision {
+                        KeyDecision::Update(..) => ("keys.rotated", "KeySetRotated"),
+                        _ => ("keys.generated", "KeySetGenerated"),
+                    };
+                    self.applier
+                        .audit()
+                        .record(event, "success", &object, why, &report.keys);
                     break kp;
                 }
                 // 409: AlreadyExists on create, Conflict on a stale resourceVersion.

@@ -206,6 +206,11 @@ struct Server {
 }
 
 async fn start(dir: &Path, state: &str) -> Server {
+    start_with(dir, state, "off").await
+}
+
+/// A server with `--audit-log=audit` (`off`, or a file).
+async fn start_with(dir: &Path, state: &str, audit: &str) -> Server {
     let (api, admin) = (free_port(), free_port());
     let child = pinned(BIN, "0")
         .args(["--source", "dir", "--dir"])
@@ -213,6 +218,7 @@ async fn start(dir: &Path, state: &str) -> Server {
         .arg(format!("--listen=127.0.0.1:{api}"))
         .arg(format!("--admin-listen=127.0.0.1:{admin}"))
         .arg(format!("--state={state}"))
+        .arg(format!("--audit-log={audit}"))
         .args([
             "--log=warn",
             "--free-failed-auth=1000000",
@@ -526,6 +532,43 @@ fn main() {
                 red / mem
             );
         }
+        // The audit trail's cost: client_credentials with memory state, audit off and audit
+        // to a file (one token.issued line per request), side by side in each round.
+        let audit_file = dir.join("audit.jsonl");
+        let mut per_cpu = [Vec::new(), Vec::new()];
+        let mut lines = 0;
+        for _ in 0..rounds {
+            for (k, audit) in ["off", audit_file.to_str().expect("utf-8 path")]
+                .into_iter()
+                .enumerate()
+            {
+                let _ = std::fs::remove_file(&audit_file);
+                let s = start_with(&dir, "memory", audit).await;
+                let m = drive(&s, Scenario::ClientCredentials, secs, None).await;
+                drop(s);
+                let pc = m.ok as f64 / m.server_cpu.max(1e-9);
+                if k == 1 {
+                    lines = std::fs::read_to_string(&audit_file)
+                        .map(|t| t.lines().count())
+                        .unwrap_or(0);
+                }
+                println!(
+                    "{:<20} {:<7} {:>9.0} {pc:>12.0} {:>16} {:>14} {:>8}",
+                    "cc, audit",
+                    if k == 0 { "off" } else { "file" },
+                    m.ok as f64 / m.secs,
+                    "",
+                    "",
+                    m.failed
+                );
+                per_cpu[k].push(pc);
+            }
+        }
+        let (off, on) = (median(per_cpu[0].clone()), median(per_cpu[1].clone()));
+        println!(
+            "audit: tokens per server CPU-second, median: off {off:.0}, to a file {on:.0}: on/off = {:.2} ({lines} lines written in the last run)",
+            on / off
+        );
         let _ = std::fs::remove_dir_all(&dir);
     });
 }

@@ -71,7 +71,7 @@ pub struct Actor {
     pub client_id: Option<Arc<str>>,
     /// `namespace/name` of the Credential or ApiProxy that is the client.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
+    pub credential: Option<Object>,
     /// How the client authenticated (`client_secret_basic`, `private_key_jwt`, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<&'static str>,
@@ -85,16 +85,16 @@ pub struct Actor {
 pub struct Target {
     /// `namespace/name` of the AuthPolicy.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy: Option<String>,
+    pub policy: Option<Object>,
     /// The grant.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grant: Option<&'static str>,
     /// The token's audiences.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub audience: Vec<Arc<str>>,
-    /// The token's scope.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
+    /// The token's scope (joined with spaces by the writer).
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "joined")]
+    pub scope: Vec<Arc<str>>,
     /// `jwt` or `opaque`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<&'static str>,
@@ -157,6 +157,21 @@ impl Event {
     }
 }
 
+fn joined<S: serde::Serializer>(v: &[Arc<str>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&v.join(" "))
+}
+
+/// An object named `namespace/name` in an event: two reference-count increments on the
+/// request path, formatted by the writer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Object(pub tessera_crds::model::ObjectRef);
+
+impl Serialize for Object {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}/{}", self.0.namespace, self.0.name))
+    }
+}
+
 fn rfc3339<S: serde::Serializer>(t: &jiff::Timestamp, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(t)
 }
@@ -174,6 +189,13 @@ pub enum Sink {
 pub struct Audit {
     tx: Option<SyncSender<Event>>,
     counters: Counters,
+    writer: Option<Arc<Writer>>,
+}
+
+/// The writer thread, to stop it at shutdown with nothing lost.
+struct Writer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// The audit log's metrics, registered with the others.
@@ -222,6 +244,19 @@ impl Audit {
         Self {
             tx: None,
             counters: Counters::default(),
+            writer: None,
+        }
+    }
+
+    /// Writes what is queued and stops the writer (at shutdown, after the last request).
+    pub fn finish(&self) {
+        let Some(w) = &self.writer else {
+            return;
+        };
+        w.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let handle = w.handle.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
         }
     }
 
@@ -232,17 +267,23 @@ impl Audit {
             return Self::off();
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(queue);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || write_all(rx, w))
+            .spawn(move || write_all(rx, w, &stopping))
             .map_or_else(
                 |e| {
                     tracing::error!(error = %e, "could not start the audit writer; audit events are dropped");
                     Self::off()
                 },
-                |_| Self {
+                |h| Self {
                     tx: Some(tx),
                     counters,
+                    writer: Some(Arc::new(Writer {
+                        stop,
+                        handle: std::sync::Mutex::new(Some(h)),
+                    })),
                 },
             )
     }
@@ -317,31 +358,51 @@ pub struct RequestCx {
     pub source: Option<std::net::IpAddr>,
 }
 
-/// `namespace/name` of an object.
-pub fn object(r: &tessera_crds::model::ObjectRef) -> String {
-    format!("{}/{}", r.namespace, r.name)
+/// An object as events name it (`namespace/name`).
+pub fn object(r: &tessera_crds::model::ObjectRef) -> Object {
+    Object(r.clone())
 }
 
-/// The writer thread: one line per event, flushed whenever the queue is empty, so a collector
-/// sees each event promptly without a write per event under load.
-fn write_all(rx: Receiver<Event>, w: Box<dyn Write + Send>) {
+/// How often the writer drains the queue.
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The writer thread: every [`DRAIN_EVERY`] it writes what is queued and flushes. It never
+/// blocks on the queue: a receiver waiting in `recv` would be woken by every event, a futex
+/// call and a context switch per token (measured: 27% of the server's CPU with the writer
+/// woken per event, on one CPU).
+fn write_all(rx: Receiver<Event>, w: Box<dyn Write + Send>, stop: &std::sync::atomic::AtomicBool) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, w);
     let mut line = Vec::with_capacity(512);
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(ev) = next {
-            line.clear();
-            if serde_json::to_writer(&mut line, &ev).is_ok() {
-                line.push(b'\n');
-                if out.write_all(&line).is_err() {
-                    // A full disk or a closed pipe: nothing to do but go on; the events are lost.
+    loop {
+        // Read before draining: once set, this pass drains all that was sent before it.
+        let stopping = stop.load(std::sync::atomic::Ordering::SeqCst);
+        let mut wrote = false;
+        loop {
+            match rx.try_recv() {
+                Ok(ev) => {
+                    line.clear();
+                    if serde_json::to_writer(&mut line, &ev).is_ok() {
+                        line.push(b'\n');
+                        // A full disk or a closed pipe loses the event; nothing to do but go on.
+                        let _ = out.write_all(&line);
+                        wrote = true;
+                    }
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    let _ = out.flush();
+                    return;
                 }
             }
-            next = rx.try_recv().ok();
         }
-        let _ = out.flush();
+        if wrote {
+            let _ = out.flush();
+        }
+        if stopping {
+            return;
+        }
+        std::thread::sleep(DRAIN_EVERY);
     }
-    let _ = out.flush();
 }
 
 #[cfg(test)]

@@ -431,5 +431,6 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     {
         tracing::warn!("grace period over; exiting with requests still open");
     }
+    state.audit.finish();
     Ok(())
 }

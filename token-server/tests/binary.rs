@@ -369,6 +369,21 @@ async fn a_full_run_leaves_no_secret_password_or_token_in_any_log_or_audit_line(
         )
         .await;
     }
+    // A clean stop writes what is queued.
+    let mut r = r;
+    let pid = r.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while r.child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "did not exit on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(r);
     let log_text = std::fs::read_to_string(&log).expect("log");
     let audit_text = std::fs::read_to_string(&audit).expect("audit");

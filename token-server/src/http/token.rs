@@ -251,14 +251,7 @@ async fn process(
                 .iter()
                 .map(|a| a.as_str().into())
                 .collect();
-            e.target.scope = (!issued.scope.is_empty()).then(|| {
-                issued
-                    .scope
-                    .iter()
-                    .map(|s| &**s)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            });
+            e.target.scope = issued.scope.clone();
             e.target.token_type = Some(match client.policy.token_type {
                 TokenType::Jwt => "jwt",
                 TokenType::OAuth2 => "opaque",

@@ -142,7 +142,8 @@ impl StoreMetrics {
         );
     }
 
-    fn error(&self, op: &'static str) {
+    /// Counts a failed operation `op` against the shared state.
+    pub fn error(&self, op: &'static str) {
         self.errors.get_or_create(&OpLabels { op }).inc();
     }
 }
