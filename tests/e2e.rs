@@ -107,6 +107,10 @@ async fn start(cluster: Cluster, system: String, applied: Applied, creds: Creds)
             "--key-rotation=10s".into(),
             "--key-prepublish=5s".into(),
             format!("--admin-listen=127.0.0.1:{}", free_port()),
+            format!(
+                "--audit-log={}",
+                cluster.dir.join("operator-audit.jsonl").display()
+            ),
         ],
     );
     let ts_kc = cluster.kubeconfig_for("token-server", &proxy, ts_token);
@@ -697,6 +701,34 @@ async fn key_rotation_with_prepublication(s: &Stack) {
     }
     eprintln!(
         "key rotation: key {next} was in the JWKS before it signed; tokens it signs verify with that earlier JWKS"
+    );
+    // The operator's audit trail has the rotation steps and the secret rotation, and no secret.
+    let trail = s.cluster.dir.join("operator-audit.jsonl");
+    eventually(
+        Duration::from_secs(10),
+        "keys.rotated in the operator's audit trail",
+        || {
+            let trail = trail.clone();
+            async move {
+                std::fs::read_to_string(&trail)
+                    .is_ok_and(|t| t.contains(r#""event":"keys.rotated""#))
+            }
+        },
+    )
+    .await;
+    let text = std::fs::read_to_string(&trail).expect("operator audit trail");
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).expect("a JSON line");
+        assert_eq!(v["schema"], "tessera.audit/v1", "{line}");
+        assert!(v["actor"]["operator"].is_string(), "{line}");
+        assert!(!line.contains("demo-secret"), "no secret in {line}");
+    }
+    let ns = &s.ns["client-credentials-jwt"];
+    assert!(
+        text.lines()
+            .any(|l| l.contains(r#""event":"secret.rotated""#)
+                && l.contains(&format!("Credential {ns}/gen"))),
+        "secret.rotated for the rotated Credential:\n{text}"
     );
 }
 

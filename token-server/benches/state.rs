@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p tessera-token-server --bench state` (needs Debian's `redis-server`).
 //! `TESSERA_BENCH_SECS` (default 6) sets each run's length, `TESSERA_BENCH_ROUNDS` (default 3)
-//! the rounds (medians are reported).
+//! the rounds (medians are reported); `TESSERA_BENCH_ONLY=audit` runs only the audit on/off
+//! comparison.
 //!
 //! The token server runs one API thread pinned to CPU 0; the load generator and redis-server
 //! share CPU 1 (with `taskset`, when there are two CPUs or more).
@@ -489,11 +490,18 @@ fn main() {
             "{:<20} {:<7} {:>9} {:>12} {:>16} {:>14} {:>8}",
             "scenario", "state", "tokens/s", "tok/srv-CPUs", "tok/(srv+redis)s", "trips/request", "failed"
         );
-        for scenario in [
-            Scenario::ClientCredentials,
-            Scenario::PrivateKeyJwt,
-            Scenario::Refresh,
-        ] {
+        // TESSERA_BENCH_ONLY=audit runs the audit comparison alone.
+        let only_audit = std::env::var("TESSERA_BENCH_ONLY").is_ok_and(|v| v == "audit");
+        let scenarios: &[Scenario] = if only_audit {
+            &[]
+        } else {
+            &[
+                Scenario::ClientCredentials,
+                Scenario::PrivateKeyJwt,
+                Scenario::Refresh,
+            ]
+        };
+        for &scenario in scenarios {
             let name = match scenario {
                 Scenario::ClientCredentials => "client_credentials",
                 Scenario::PrivateKeyJwt => "private_key_jwt",

@@ -90,8 +90,11 @@ pub struct Target {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grant: Option<&'static str>,
     /// The token's audiences.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub audience: Vec<Arc<str>>,
+    #[serde(
+        skip_serializing_if = "crate::token::claims::Audience::is_empty",
+        serialize_with = "audiences"
+    )]
+    pub audience: crate::token::claims::Audience,
     /// The token's scope (joined with spaces by the writer).
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "joined")]
     pub scope: Vec<Arc<str>>,
@@ -155,6 +158,13 @@ impl Event {
             retry_after: None,
         }
     }
+}
+
+fn audiences<S: serde::Serializer>(
+    a: &crate::token::claims::Audience,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(a.as_slice())
 }
 
 fn joined<S: serde::Serializer>(v: &[Arc<str>], s: S) -> Result<S::Ok, S::Error> {
@@ -430,7 +440,7 @@ mod tests {
         let a = Audit::start(Sink::Writer(Box::new(buf.clone())), 16, Counters::default());
         let mut e = Event::new(Kind::TokenIssued, jiff::Timestamp::UNIX_EPOCH);
         e.actor.client_id = Some("app".into());
-        e.target.audience = vec!["https://api.test".into()];
+        e.target.audience = crate::token::claims::Audience::Many(vec!["https://api.test".into()]);
         a.record(e);
         drop(a);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -237,27 +237,32 @@ async fn process(
             password::grant(&cx, username)?
         }
     };
+    let body = response::body(&client.policy.token_management, &issued);
+    // The event takes what it names from `issued`, after the body is built: no copies.
+    let crate::grant::Issued {
+        token_id,
+        audience,
+        scope,
+        username,
+        expires_in,
+        ..
+    } = issued;
     st.audit
         .emit(crate::audit::Kind::TokenIssued, now, &req.audit_cx(), |e| {
             e.actor.client_id = Some(client.client_id.as_str().into());
             e.actor.credential = Some(crate::audit::object(&client.owner));
             e.actor.method = Some(method);
-            e.actor.user = issued.username.clone();
+            e.actor.user = username;
             e.target.policy = Some(crate::audit::object(&client.policy.owner));
             e.target.grant = Some(grant.as_str());
-            e.target.audience = issued
-                .audience
-                .as_slice()
-                .iter()
-                .map(|a| a.as_str().into())
-                .collect();
-            e.target.scope = issued.scope.clone();
+            e.target.audience = audience;
+            e.target.scope = scope;
             e.target.token_type = Some(match client.policy.token_type {
                 TokenType::Jwt => "jwt",
                 TokenType::OAuth2 => "opaque",
             });
-            e.target.token_id = Some(issued.token_id.clone());
-            e.target.expires_in = issued.expires_in;
+            e.target.token_id = Some(token_id);
+            e.target.expires_in = expires_in;
         });
-    Ok(response::body(&client.policy.token_management, &issued))
+    Ok(body)
 }

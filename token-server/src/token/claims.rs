@@ -13,7 +13,18 @@ pub enum Audience {
     Many(Vec<String>),
 }
 
+impl Default for Audience {
+    fn default() -> Self {
+        Audience::Many(Vec::new())
+    }
+}
+
 impl Audience {
+    /// No audience at all.
+    pub fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
     /// From a list: a single string when it has one entry.
     pub fn from_vec(mut v: Vec<String>) -> Self {
         if v.len() == 1 {
