@@ -37,6 +37,11 @@ struct LimitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlgLabels {
+    alg: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -60,6 +65,8 @@ pub struct Metrics {
     propagation: Histogram,
     unreachable: Gauge,
     lockouts: Counter,
+    signing_since: Family<AlgLabels, Gauge>,
+    next_key_change: Gauge,
     /// The audit log's counters.
     pub audit: crate::audit::Counters,
 }
@@ -163,9 +170,23 @@ impl Metrics {
             "Authentications refused because their client or user (from that source) is told to wait after failed attempts, or a budget of failures ran out",
             lockouts.clone(),
         );
+        let signing_since = Family::<AlgLabels, Gauge>::default();
+        registry.register(
+            "keys_signing_since_timestamp_seconds",
+            "When the key signing each algorithm started signing (unix time): its age is time() minus this",
+            signing_since.clone(),
+        );
+        let next_key_change = Gauge::default();
+        registry.register(
+            "keys_next_change_timestamp_seconds",
+            "When a served key next starts signing or retires by the clock (unix time; 0: nothing scheduled)",
+            next_key_change.clone(),
+        );
         let audit = crate::audit::Counters::default();
         audit.register(&mut registry);
         Self {
+            signing_since,
+            next_key_change,
             lockouts,
             audit,
             registry,
@@ -250,6 +271,19 @@ impl Metrics {
                 .set(n as i64);
         }
         self.problems.set(s.report().with_problems().len() as i64);
+    }
+
+    /// Records the served key set's schedule at `now`.
+    pub fn observe_keys(&self, keys: &tessera_keys::set::KeySet, now: jiff::Timestamp) {
+        for alg in keys.algorithms(now) {
+            if let Some(k) = keys.signer(alg, now) {
+                self.signing_since
+                    .get_or_create(&AlgLabels { alg: alg.as_str() })
+                    .set(k.active_from.as_second());
+            }
+        }
+        self.next_key_change
+            .set(keys.next_change(now).map_or(0, |t| t.as_second()));
     }
 
     /// Records a rejected reload.

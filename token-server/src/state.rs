@@ -268,6 +268,7 @@ impl AppState {
     pub fn publish(&self, served: Served) {
         self.metrics
             .observe_snapshot(served.generation, served.loaded_at, &served.snapshot);
+        self.metrics.observe_keys(&served.keys, served.loaded_at);
         let before = self.served.load_full();
         if before.as_ref().is_none_or(|b| b.jwks != served.jwks) {
             let kids = published_kids(&served.jwks);
