@@ -186,6 +186,30 @@ fn rfc3339<S: serde::Serializer>(t: &jiff::Timestamp, s: S) -> Result<S::Ok, S::
     s.collect_str(t)
 }
 
+/// A sink held in memory, read back as text: for tests, and for embedding the server.
+#[derive(Clone, Default, Debug)]
+pub struct MemorySink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl MemorySink {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl Write for MemorySink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Where events go.
 pub enum Sink {
     /// Nowhere (`--audit-log off`).
@@ -418,25 +442,10 @@ fn write_all(rx: Receiver<Event>, w: Box<dyn Write + Send>, stop: &std::sync::at
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    /// A writer tests read back.
-    #[derive(Clone, Default)]
-    pub struct Buffer(pub Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Buffer {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("buffer").extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     #[test]
     fn events_are_json_lines_with_the_schema_fields() {
-        let buf = Buffer::default();
+        let buf = MemorySink::default();
         let a = Audit::start(Sink::Writer(Box::new(buf.clone())), 16, Counters::default());
         let mut e = Event::new(Kind::TokenIssued, jiff::Timestamp::UNIX_EPOCH);
         e.actor.client_id = Some("app".into());
@@ -445,7 +454,7 @@ mod tests {
         drop(a);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            let text = String::from_utf8(buf.0.lock().expect("buffer").clone()).expect("utf8");
+            let text = buf.text();
             if let Some(line) = text.lines().next() {
                 let v: serde_json::Value = serde_json::from_str(line).expect("json");
                 assert_eq!(v["event"], "token.issued");

@@ -9,6 +9,26 @@ mod server;
 
 use server::BIN;
 
+/// Sends SIGTERM and waits (15 s at most) for the exit status.
+async fn terminate(r: &mut server::Running) -> std::process::ExitStatus {
+    let pid = r.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(s) = r.child.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "did not exit on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn start_quickstart() -> server::Running {
     server::start(&[], Stdio::piped()).await
 }
@@ -112,22 +132,7 @@ async fn the_quickstart_serves_a_token_a_standard_validator_accepts_and_metrics_
 #[tokio::test]
 async fn sigterm_shuts_down_cleanly_and_the_missing_key_set_is_warned_about() {
     let mut r = start_quickstart().await;
-    let pid = r.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = r.child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "did not exit on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = terminate(&mut r).await;
     assert!(status.success(), "{status}");
     let mut err = String::new();
     std::io::Read::read_to_string(r.child.stderr.as_mut().expect("stderr"), &mut err)
@@ -371,19 +376,7 @@ async fn a_full_run_leaves_no_secret_password_or_token_in_any_log_or_audit_line(
     }
     // A clean stop writes what is queued.
     let mut r = r;
-    let pid = r.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while r.child.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "did not exit on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(terminate(&mut r).await.success());
     drop(r);
     let log_text = std::fs::read_to_string(&log).expect("log");
     let audit_text = std::fs::read_to_string(&audit).expect("audit");

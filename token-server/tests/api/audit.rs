@@ -6,31 +6,15 @@ use crate::harness::*;
 use axum::body::Body;
 use axum::http::Request;
 use serde_json::Value;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tessera_token_server::audit::{Audit, Counters, QUEUE, SCHEMA, Sink};
+use tessera_token_server::audit::{Audit, Counters, MemorySink, QUEUE, SCHEMA, Sink};
 
 #[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("buffer").extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+struct Buffer(MemorySink);
 
 impl Buffer {
     fn lines(&self) -> Vec<String> {
-        String::from_utf8(self.0.lock().expect("buffer").clone())
-            .expect("utf8")
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        self.0.text().lines().map(str::to_owned).collect()
     }
 
     /// Waits for the writer thread to write an event of `kind` after line `from`.
@@ -141,7 +125,7 @@ async fn every_event_kind_is_written_with_the_documented_fields_and_no_secret() 
     let mut h = Harness::with_files(&[("fixture.yaml", FIXTURE), ("limited.yaml", LIMITED)]);
     let buf = Buffer::default();
     h.state.audit = Audit::start(
-        Sink::Writer(Box::new(buf.clone())),
+        Sink::Writer(Box::new(buf.0.clone())),
         QUEUE,
         Counters::default(),
     );
