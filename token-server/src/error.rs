@@ -116,8 +116,15 @@ impl OAuthError {
         }
     }
 
-    /// The `error_description` sent (never an internal detail, never a secret).
+    /// The `error_description` sent (never an internal detail, never a secret), in the
+    /// characters RFC 6749 §5.2 allows (%x20-21 / %x23-5B / %x5D-7E): anything else, such as a
+    /// quote, a backslash, a control or non-ASCII character echoed from the request, becomes `?`,
+    /// and it is cut to [`MAX_DESCRIPTION`] characters.
     pub fn description(&self) -> String {
+        rfc6749_text(&self.raw_description())
+    }
+
+    fn raw_description(&self) -> String {
         match self {
             OAuthError::ServerError(_) => {
                 "the server failed to handle the request; it has been logged".to_owned()
@@ -165,6 +172,20 @@ pub fn no_store(headers: &mut axum::http::HeaderMap) {
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
+/// The longest `error_description` sent.
+pub const MAX_DESCRIPTION: usize = 512;
+
+/// `s` in the characters RFC 6749 §5.2 allows in `error_description`.
+pub fn rfc6749_text(s: &str) -> String {
+    s.chars()
+        .take(MAX_DESCRIPTION)
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' => c,
+            _ => '?',
+        })
+        .collect()
+}
+
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let body =
@@ -210,6 +231,19 @@ impl IntoResponse for OAuthError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptions_keep_to_the_rfc6749_character_set() {
+        let e = OAuthError::InvalidScope("scope `a\"b\\c\u{7}ü` is not allowed".into());
+        let d = e.description();
+        assert_eq!(d, "scope `a?b?c??` is not allowed");
+        assert!(
+            d.chars()
+                .all(|c| matches!(c as u32, 0x20..=0x21 | 0x23..=0x5b | 0x5d..=0x7e))
+        );
+        let long = OAuthError::InvalidRequest("x".repeat(10_000));
+        assert_eq!(long.description().len(), MAX_DESCRIPTION);
+    }
 
     #[test]
     fn responses_follow_rfc6749() {

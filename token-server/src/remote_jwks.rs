@@ -292,7 +292,8 @@ pub fn parse(body: &[u8]) -> Result<Vec<AssertionKey>, String> {
     }
     if keys.is_empty() {
         return Err(
-            "the JWKS has no usable signing key (RSA ≥ 2048 bits, P-256 or Ed25519)".into(),
+            "the JWKS has no usable signing key (RSA of 2048 bits or more, P-256 or Ed25519)"
+                .into(),
         );
     }
     Ok(keys)

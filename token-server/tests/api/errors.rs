@@ -461,3 +461,41 @@ async fn a_successful_authentication_resets_the_failure_count() {
         200
     );
 }
+
+/// RFC 6749 §5.2: `error_description` keeps to %x20-21 / %x23-5B / %x5D-7E, whatever the
+/// request echoed into it (a scope, a grant type, a resource) held.
+#[tokio::test]
+async fn error_descriptions_never_carry_quotes_backslashes_or_non_ascii_from_the_request() {
+    let h = Harness::new();
+    let hostile = "orders:read\"}\\ünï\u{7f}";
+    for extra in [
+        vec![("scope", hostile)],
+        vec![("resource", hostile)],
+        vec![("audience", hostile)],
+    ] {
+        let r = h
+            .cc("/oauth2/token", "es-client", "es-secret", &extra)
+            .await;
+        assert_eq!(r.status, 400, "{}", r.body);
+        let d = r.desc();
+        assert!(!d.is_empty(), "{}", r.body);
+        assert!(
+            d.chars()
+                .all(|c| matches!(c as u32, 0x20..=0x21 | 0x23..=0x5b | 0x5d..=0x7e)),
+            "{d}"
+        );
+    }
+    let r = h
+        .post(
+            "/oauth2/token",
+            &form(&[("grant_type", "a\"b\\cü")]),
+            Some(&basic("es-client", "es-secret")),
+        )
+        .await;
+    assert_eq!(r.error(), "unsupported_grant_type", "{}", r.body);
+    assert!(
+        !r.desc().contains('"') && !r.desc().contains('\\'),
+        "{}",
+        r.desc()
+    );
+}
