@@ -33,6 +33,40 @@ impl OAuthRequest {
     }
 }
 
+/// How much of a body over the limit is read and thrown away before the 413: a client that
+/// writes its whole body before it reads (most do) then reads the answer, instead of a reset
+/// (over TLS, a TLS error) when the server closes with its bytes unread. Bounded, and under the
+/// request timeout like every read.
+pub const DISCARD_MAX: usize = 1 << 20;
+
+/// The body, at most `limit` bytes; a longer one is discarded (up to [`DISCARD_MAX`]) and 413.
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<Vec<u8>, OAuthError> {
+    use futures::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|_| OAuthError::InvalidRequest("the request body could not be read".into()))?;
+        if buf.len() + chunk.len() > limit {
+            discard(stream, buf.len() + chunk.len()).await;
+            return Err(OAuthError::PayloadTooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// Reads and drops the rest of a body until [`DISCARD_MAX`] bytes have been seen in all.
+async fn discard(mut stream: axum::body::BodyDataStream, mut seen: usize) {
+    use futures::StreamExt as _;
+    while seen <= DISCARD_MAX {
+        match stream.next().await {
+            Some(Ok(b)) => seen += b.len(),
+            _ => return,
+        }
+    }
+}
+
 fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -85,12 +119,15 @@ pub async fn read(
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > limit as u64) {
+            if let Some(n) = declared.filter(|n| *n > limit as u64) {
+                // Past the discard bound, answer at once: the connection closes under a client
+                // still writing, which is the price of not reading megabytes for nobody.
+                if n <= DISCARD_MAX as u64 {
+                    discard(body.into_data_stream(), 0).await;
+                }
                 return Err(OAuthError::PayloadTooLarge { limit });
             }
-            let bytes = axum::body::to_bytes(body, limit)
-                .await
-                .map_err(|_| OAuthError::PayloadTooLarge { limit })?;
+            let bytes = read_body(body, limit).await?;
             Ok(OAuthRequest {
                 params: Params::parse(&bytes)?,
                 headers: parts.headers,
