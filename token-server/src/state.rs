@@ -77,8 +77,8 @@ impl Served {
         now: Timestamp,
     ) -> Served {
         let jwks = Bytes::from(keys.jwks(now).to_string());
-        let discovery =
-            Bytes::from(crate::metadata::document(issuer, &keys.algorithms(now)).to_string());
+        let offered = crate::metadata::Offered::of(&snapshot, &keys.algorithms(now));
+        let discovery = Bytes::from(crate::metadata::document(issuer, &offered).to_string());
         let mut client_cas = std::collections::HashMap::new();
         let mut service_account_clients = std::collections::HashMap::new();
         for c in snapshot.clients() {

@@ -718,3 +718,61 @@ async fn every_grant_token_type_and_auth_method() {
         }
     }
 }
+
+/// Discovery tells only what the served policies offer: one policy with client_credentials and
+/// the default secret methods, ES256; nothing about ID tokens, assertions or certificates.
+#[tokio::test]
+async fn discovery_lists_only_what_is_configured() {
+    let h = Harness::with_files(&[(
+        "m.yaml",
+        r#"
+apiVersion: tessera.dev/v1alpha1
+kind: AuthPolicy
+metadata: {name: only-cc}
+spec: {signingAlgorithm: ES256}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: ApiProxy
+metadata: {name: orders}
+spec: {audience: "https://api.test/orders", basePath: /orders}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: Credential
+metadata: {name: app}
+spec: {clientId: app, secretRef: {name: s}, policyRef: {name: only-cc}, acl: [orders]}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: s}
+stringData: {client_secret: app-secret}
+"#,
+    )]);
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let d = h.get(path).await.body;
+        assert_eq!(d["issuer"], ISSUER);
+        assert_eq!(
+            d["grant_types_supported"],
+            serde_json::json!(["client_credentials"])
+        );
+        assert_eq!(
+            d["token_endpoint_auth_methods_supported"],
+            serde_json::json!(["client_secret_basic", "client_secret_post"])
+        );
+        assert_eq!(
+            d["access_token_signing_alg_values_supported"],
+            serde_json::json!(["ES256"])
+        );
+        for absent in [
+            "id_token_signing_alg_values_supported",
+            "subject_types_supported",
+            "token_endpoint_auth_signing_alg_values_supported",
+            "tls_client_certificate_bound_access_tokens",
+        ] {
+            assert!(d.get(absent).is_none(), "{path}: {absent} in {d}");
+        }
+        assert_eq!(d["response_types_supported"], serde_json::json!([]));
+    }
+}
