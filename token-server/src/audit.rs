@@ -143,6 +143,19 @@ pub struct Event {
 }
 
 impl Event {
+    /// Names `client` as the actor (its client_id, Credential and `method`) and its policy as
+    /// the target's.
+    pub fn by_client(
+        &mut self,
+        client: &tessera_crds::model::Client,
+        method: Option<&'static str>,
+    ) {
+        self.actor.client_id = Some(client.client_id.as_str().into());
+        self.actor.credential = Some(object(&client.owner));
+        self.actor.method = method;
+        self.target.policy = Some(object(&client.policy.owner));
+    }
+
     /// An event of `kind` now, outcome `success` unless set.
     pub fn new(kind: Kind, now: jiff::Timestamp) -> Self {
         Self {

@@ -51,9 +51,7 @@ async fn process(st: &AppState, req: Request) -> Result<(), OAuthError> {
             now,
             &req.audit_cx(),
             |e| {
-                e.actor.client_id = Some(client.client_id.as_str().into());
-                e.actor.credential = Some(crate::audit::object(&client.owner));
-                e.target.policy = Some(crate::audit::object(&client.policy.owner));
+                e.by_client(&client, None);
                 e.target.token_type = Some(kind);
                 e.target.token_id = Some(jti.to_owned());
             },

@@ -180,10 +180,7 @@ async fn process(
                     &req.audit_cx(),
                     |ev| {
                         ev.outcome = "failure";
-                        ev.actor.client_id = Some(client.client_id.as_str().into());
-                        ev.actor.credential = Some(crate::audit::object(&client.owner));
-                        ev.actor.method = Some(method);
-                        ev.target.policy = Some(crate::audit::object(&client.policy.owner));
+                        ev.by_client(&client, Some(method));
                         ev.target.grant = Some("refresh_token");
                         ev.target.token_id = Some(chain);
                         ev.reason = Some(
@@ -221,10 +218,8 @@ async fn process(
                     &req.audit_cx(),
                     |e| {
                         e.outcome = "failure";
-                        e.actor.client_id = Some(client.client_id.as_str().into());
-                        e.actor.credential = Some(crate::audit::object(&client.owner));
+                        e.by_client(&client, None);
                         e.actor.user = Some(username.chars().take(256).collect());
-                        e.target.policy = Some(crate::audit::object(&client.policy.owner));
                         e.target.grant = Some("password");
                         e.reason = Some("invalid_grant: the username or password is wrong".into());
                     },
@@ -249,11 +244,8 @@ async fn process(
     } = issued;
     st.audit
         .emit(crate::audit::Kind::TokenIssued, now, &req.audit_cx(), |e| {
-            e.actor.client_id = Some(client.client_id.as_str().into());
-            e.actor.credential = Some(crate::audit::object(&client.owner));
-            e.actor.method = Some(method);
+            e.by_client(&client, Some(method));
             e.actor.user = username;
-            e.target.policy = Some(crate::audit::object(&client.policy.owner));
             e.target.grant = Some(grant.as_str());
             e.target.audience = audience;
             e.target.scope = scope;
