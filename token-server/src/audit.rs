@@ -19,32 +19,31 @@ pub const SCHEMA: &str = "tessera.audit/v1";
 pub const QUEUE: usize = 65_536;
 
 /// What happened.
-#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// A token was issued.
-    #[serde(rename = "token.issued")]
     TokenIssued,
     /// A client failed to authenticate.
-    #[serde(rename = "client.authentication_failed")]
     ClientAuthFailed,
     /// A user's password was wrong (password grant).
-    #[serde(rename = "user.authentication_failed")]
     UserAuthFailed,
     /// A client or user is told to wait after failed attempts.
-    #[serde(rename = "lockout.started")]
     LockoutStarted,
     /// A token request over the client's rate limit or quota.
-    #[serde(rename = "rate_limit.exceeded")]
     RateLimited,
     /// A refresh token was presented again: the chain is revoked.
-    #[serde(rename = "refresh.reuse_detected")]
     RefreshReuse,
     /// A token was revoked (RFC 7009).
-    #[serde(rename = "token.revoked")]
     TokenRevoked,
     /// The signing keys served changed (a key started signing, or retired).
-    #[serde(rename = "keys.changed")]
     KeysChanged,
+}
+
+/// Written as its name ([`Kind::as_str`]): one spelling of each event.
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl Kind {
